@@ -1,0 +1,45 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# torch: installed as the pinned CPU build only when the venv has none, so an existing CUDA build
+# (e.g. `make VENV_FLAGS=--system-site-packages` over a CUDA install) is kept.
+
+PYTHON ?= python3
+VENV ?= .venv
+VENV_FLAGS ?=
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+DEMO := build/demo
+SHARED_LOG := ../shared/traces/mixtral-8x7b-gsm8k.jsonl
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test,report]"
+	touch $@
+
+demo: install
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(VENV)/bin/moecache checkpoint tiny $(DEMO)/tiny-mixtral --arch mixtral --layers 4 --experts 8
+	$(VENV)/bin/moecache record $(DEMO)/tiny-mixtral -p "The cache holds experts." -p "Edge boxes need care." \
+		--max-new-tokens 24 --ignore-eos --lookahead -o $(DEMO)/tiny.parquet
+	$(VENV)/bin/moecache traces info $(DEMO)/tiny.parquet
+	@if [ -f $(SHARED_LOG) ]; then \
+		$(VENV)/bin/moecache traces import $(SHARED_LOG) -m mixtral-8x7b -o $(DEMO)/gsm8k.parquet; \
+	else \
+		echo "($(SHARED_LOG) not found: using the built-in sample trace instead)"; \
+		cp data/samples/mixtral-synth.parquet $(DEMO)/gsm8k.parquet; \
+	fi
+	$(VENV)/bin/moecache traces stats $(DEMO)/tiny.parquet $(DEMO)/gsm8k.parquet data/samples/mixtral-synth.parquet
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/record_overhead.py
+	$(PY) bench/synth_speed.py
+
+clean:
+	rm -rf build $(VENV) *.egg-info

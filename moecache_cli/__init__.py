@@ -1,0 +1,1 @@
+"""The `moecache` command line: a thin Typer layer over the traces, simulator and engine libraries."""

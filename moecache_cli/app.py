@@ -1,0 +1,62 @@
+"""Wires the subcommands together and turns user errors into one line and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from moecache_cli import checkpoint, record, traces_import, traces_info, traces_stats, traces_synth
+from traces.errors import MoecacheError
+
+try:  # recent Typer vendors its own click; older versions use click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - depends on the installed Typer
+    from click.exceptions import ClickException
+
+app = typer.Typer(
+    name="moecache",
+    help="Record, simulate and run expert caching for Mixture-of-Experts models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+traces_app = typer.Typer(help="Import, inspect, analyse and synthesise routing traces.", no_args_is_help=True)
+checkpoint_app = typer.Typer(help="Make local checkpoints to try moecache without downloading a model.",
+                             no_args_is_help=True)
+
+app.command("record")(record.command)
+app.add_typer(traces_app, name="traces")
+app.add_typer(checkpoint_app, name="checkpoint")
+traces_app.command("import")(traces_import.command)
+traces_app.command("info")(traces_info.command)
+traces_app.command("stats")(traces_stats.command)
+traces_app.command("synth")(traces_synth.command)
+checkpoint_app.command("tiny")(checkpoint.tiny)
+
+
+def fail(message: str) -> int:
+    print(f"moecache: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    try:
+        result = app(args=argv, prog_name="moecache", standalone_mode=False)
+    except ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        return fail("interrupted")
+    except MoecacheError as exc:
+        return fail(str(exc))
+    except OSError as exc:  # disk full, permission denied, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        return fail(f"{where}{exc.strerror or exc}")
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

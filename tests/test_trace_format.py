@@ -1,0 +1,142 @@
+"""Trace format v1: round trip, streaming row groups, metadata validation, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from traces.errors import MoecacheError
+from traces.reader import open_trace
+from traces.schema import TraceMeta
+from traces.writer import TraceWriter
+
+META = TraceMeta(model="m", architecture="mixtral", num_layers=2, num_experts=4, top_k=2, bytes_per_expert=(10, 20))
+
+
+def write_small(path, rows_per_group=3, complete=True, **columns):
+    writer = TraceWriter(path, META, row_group_rows=rows_per_group, **columns)
+    for token in range(3):
+        for layer in range(2):
+            writer.append(
+                0, np.array([token]), "decode", layer, np.array([[token % 4, (token + 1) % 4]]),
+                np.array([[0.75, 0.25]]),
+                logits=np.arange(4, dtype=np.float32)[None] if columns.get("logits") else None,
+                lookahead=(np.array([[1, 2]]) if layer == 0 else np.array([[-1, -1]]))
+                if columns.get("lookahead") else None,
+            )
+    writer.close(complete=complete)
+
+
+def test_round_trip_keeps_rows_order_and_metadata(tmp_path):
+    path = tmp_path / "t.parquet"
+    write_small(path, logits=True, lookahead=True)
+    trace = open_trace(path)
+    assert trace.meta.bytes_per_expert == (10, 20) and trace.meta.expert_bytes(1) == 20
+    assert trace.num_rows == 6 and trace.num_row_groups == 2 and trace.meta.complete
+    arrays = trace.arrays(logits=True, lookahead=True)
+    assert arrays.token.tolist() == [0, 0, 1, 1, 2, 2]
+    assert arrays.layer.tolist() == [0, 1, 0, 1, 0, 1]
+    assert arrays.experts[2].tolist() == [1, 2]
+    assert arrays.weights[0].tolist() == [0.75, 0.25]
+    assert arrays.logits.shape == (6, 4) and arrays.logits[0, 3] == 3
+    assert arrays.lookahead[:, 0].tolist() == [1, -1, 1, -1, 1, -1]
+    assert arrays.phase.tolist() == [1] * 6
+
+
+def test_row_groups_stream_and_concatenate(tmp_path):
+    path = tmp_path / "t.parquet"
+    write_small(path, rows_per_group=2)
+    trace = open_trace(path)
+    parts = list(trace.iter_arrays())
+    assert [len(p) for p in parts] == [2, 2, 2]
+    assert np.concatenate([p.token for p in parts]).tolist() == trace.arrays().token.tolist()
+
+
+def test_incomplete_flag_and_lazy_frame(tmp_path):
+    path = tmp_path / "t.parquet"
+    write_small(path, complete=False)
+    trace = open_trace(path)
+    assert trace.meta.complete is False
+    frame = trace.lazy().collect()
+    assert frame["phase"].to_list() == ["decode"] * 6
+    assert frame["experts"].to_list()[1] == [0, 1]
+
+
+def test_abort_leaves_no_file(tmp_path):
+    path = tmp_path / "t.parquet"
+    with pytest.raises(RuntimeError):
+        with TraceWriter(path, META) as writer:
+            writer.append(0, np.array([0]), "decode", 0, np.array([[0, 1]]), np.array([[0.5, 0.5]]))
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_rejects_out_of_range_expert(tmp_path):
+    with TraceWriter(tmp_path / "t.parquet", META) as writer, pytest.raises(MoecacheError, match="expert id"):
+        writer.append(0, np.array([0]), "decode", 0, np.array([[0, 4]]), np.array([[0.5, 0.5]]))
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: None, "no such file"),
+        (lambda p: p.write_text("not parquet"), "not a readable Parquet file"),
+        (lambda p: pq.write_table(pa.table({"a": [1]}), p), "not a moecache trace"),
+    ],
+)
+def test_open_rejects_bad_files(tmp_path, make, message):
+    path = tmp_path / "bad.parquet"
+    make(path)
+    with pytest.raises(MoecacheError, match=message):
+        open_trace(path)
+
+
+def _rewrite(src, dst, table=None, meta_update=None):
+    original = pq.read_table(src)
+    table = table if table is not None else original
+    kv = dict(original.schema.metadata)
+    kv.update({k.encode(): json.dumps(v).encode() for k, v in (meta_update or {}).items()})
+    pq.write_table(table.replace_schema_metadata(kv), dst)
+
+
+@pytest.mark.parametrize(
+    "update, message",
+    [
+        ({"moecache.top_k": 9}, "top_k=9 is larger than num_experts=4"),
+        ({"moecache.bytes_per_expert": [1, 2, 3]}, "bytes_per_expert has 3 values"),
+        ({"moecache.schema_version": 99}, "newer than this moecache"),
+        ({"moecache.num_layers": "two"}, "wrong type"),
+    ],
+)
+def test_open_rejects_wrong_metadata(tmp_path, update, message):
+    good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
+    write_small(good)
+    _rewrite(good, bad, meta_update=update)
+    with pytest.raises(MoecacheError, match=message):
+        open_trace(bad)
+
+
+def test_open_rejects_wrong_column_type_and_bad_rows(tmp_path):
+    good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
+    write_small(good)
+    table = pq.read_table(good)
+    _rewrite(good, bad, table=table.set_column(3, "layer", table.column("layer").cast(pa.float32())))
+    with pytest.raises(MoecacheError, match="column 'layer' has type float"):
+        open_trace(bad)
+    _rewrite(good, bad, meta_update={"moecache.num_experts": 2, "moecache.top_k": 2})
+    with pytest.raises(MoecacheError, match="expert id outside 0..1"):
+        open_trace(bad).arrays()
+
+
+def test_trace_info_cli_reports_and_fails_cleanly(tmp_path, run_cli):
+    path = tmp_path / "t.parquet"
+    write_small(path, lookahead=True)
+    code, out, _ = run_cli("traces", "info", path, "--json")
+    info = json.loads(out)["traces"][0]
+    assert code == 0 and info["rows"] == 6 and info["has_lookahead"] and not info["has_logits"]
+    code, _, err = run_cli("traces", "info", tmp_path / "missing.parquet")
+    assert code == 2 and err.strip().count("\n") == 0 and "no such file" in err

@@ -1,0 +1,58 @@
+"""Write-then-rename, so an interrupted or failed command never leaves a half-written output."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from traces.errors import MoecacheError
+
+
+def check_writable(dest: Path) -> None:
+    """Fail early, before expensive work, when the output's folder is missing or not a folder."""
+    parent = dest.resolve().parent
+    if not parent.is_dir():
+        raise MoecacheError(f"{dest}: folder {parent} does not exist; create it first")
+    if dest.is_dir():
+        raise MoecacheError(f"{dest}: is a folder; give a file name for the output")
+
+
+def temporary_sibling(dest: Path) -> Path:
+    """A fresh, hidden path in the destination's folder (same file system, so rename is atomic)."""
+    check_writable(dest)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.resolve().parent)
+    os.close(fd)
+    return Path(name)
+
+
+def discard(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def publish(tmp: Path, dest: Path) -> None:
+    """Give the file the permissions a plain `open()` would (mkstemp makes it private), then rename."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, dest)
+
+
+@contextlib.contextmanager
+def atomic_output(dest: Path) -> Iterator[Path]:
+    """Yield a temporary path; rename it to `dest` if the block succeeds, delete it otherwise."""
+    tmp = temporary_sibling(dest)
+    try:
+        yield tmp
+    except BaseException:
+        discard(tmp)
+        raise
+    publish(tmp, dest)
+
+
+def write_text_atomic(dest: Path, text: str) -> None:
+    with atomic_output(dest) as tmp:
+        tmp.write_text(text)

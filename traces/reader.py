@@ -1,0 +1,184 @@
+"""Open and validate a trace; hand the simulator compact numpy arrays and analysis a polars LazyFrame.
+
+`open_trace` checks the file, its columns and its metadata before anything else reads it, so every
+later consumer can trust shapes and ranges. Large traces are read one row group at a time with
+`Trace.iter_arrays`; `Trace.arrays` concatenates them for traces that fit in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from traces.errors import MoecacheError
+from traces.schema import PHASES, TraceMeta, check_columns
+
+
+@dataclass
+class TraceArrays:
+    """Rows of a trace as numpy arrays. N rows, K top-k, E experts."""
+
+    request: np.ndarray  # (N,) int32
+    token: np.ndarray  # (N,) int32
+    phase: np.ndarray  # (N,) int8: 0 prefill, 1 decode
+    layer: np.ndarray  # (N,) int16
+    experts: np.ndarray  # (N, K) int16, router order
+    weights: np.ndarray  # (N, K) float32
+    logits: np.ndarray | None = None  # (N, E) float16
+    lookahead: np.ndarray | None = None  # (N, K) int16, -1 rows where there is no next layer
+
+    def __len__(self) -> int:
+        return len(self.request)
+
+    @staticmethod
+    def concat(parts: list[TraceArrays]) -> TraceArrays:
+        def cat(name: str) -> np.ndarray | None:
+            values = [getattr(p, name) for p in parts]
+            return None if values[0] is None else np.concatenate(values)
+
+        return TraceArrays(**{name: cat(name) for name in TraceArrays.__dataclass_fields__})
+
+
+@dataclass
+class Trace:
+    """An opened, validated trace file."""
+
+    path: Path
+    meta: TraceMeta
+    num_rows: int
+    num_row_groups: int
+    has_logits: bool
+    has_lookahead: bool
+
+    def iter_arrays(self, logits: bool = False, lookahead: bool = False) -> Iterator[TraceArrays]:
+        """Yield one TraceArrays per Parquet row group (constant memory for any trace size)."""
+        columns = ["request", "token", "phase", "layer", "experts", "weights"]
+        if logits:
+            self._require("logits", self.has_logits, "record with --logits")
+            columns.append("logits")
+        if lookahead:
+            self._require("lookahead", self.has_lookahead, "record with --lookahead")
+            columns.append("lookahead")
+        parquet = pq.ParquetFile(self.path)
+        for index in range(self.num_row_groups):
+            table = parquet.read_row_group(index, columns=columns)
+            yield self._convert(table, index)
+
+    def arrays(self, logits: bool = False, lookahead: bool = False) -> TraceArrays:
+        """The whole trace in memory."""
+        parts = list(self.iter_arrays(logits=logits, lookahead=lookahead))
+        if not parts:
+            return _empty(self.meta, logits, lookahead)
+        return TraceArrays.concat(parts)
+
+    def lazy(self) -> pl.LazyFrame:
+        """A polars LazyFrame over the file, for statistics (phase as a string column)."""
+        return pl.scan_parquet(self.path).with_columns(pl.col("phase").cast(pl.String))
+
+    def _require(self, column: str, present: bool, fix: str) -> None:
+        if not present:
+            raise MoecacheError(f"{self.path}: this trace has no '{column}' column; {fix}")
+
+    def _convert(self, table: pa.Table, group: int) -> TraceArrays:
+        meta = self.meta
+        where = f"{self.path} (row group {group})"
+        n = table.num_rows
+        phase = _phase_codes(table.column("phase"), where)
+        layer = table.column("layer").to_numpy().astype(np.int16, copy=False)
+        if n and (layer.min() < 0 or layer.max() >= meta.num_layers):
+            raise MoecacheError(f"{where}: layer outside 0..{meta.num_layers - 1} (metadata num_layers)")
+        experts = _matrix(table.column("experts"), meta.top_k, np.int16, "experts", where)
+        if n and (experts.min() < 0 or experts.max() >= meta.num_experts):
+            raise MoecacheError(f"{where}: expert id outside 0..{meta.num_experts - 1} (metadata num_experts)")
+        arrays = TraceArrays(
+            request=table.column("request").to_numpy().astype(np.int32, copy=False),
+            token=table.column("token").to_numpy().astype(np.int32, copy=False),
+            phase=phase,
+            layer=layer,
+            experts=experts,
+            weights=_matrix(table.column("weights"), meta.top_k, np.float32, "weights", where),
+        )
+        if "logits" in table.column_names:
+            arrays.logits = _matrix(table.column("logits"), meta.num_experts, np.float16, "logits", where)
+        if "lookahead" in table.column_names:
+            arrays.lookahead = _matrix(table.column("lookahead"), meta.top_k, np.int16, "lookahead", where,
+                                       fill_nulls=-1)
+        return arrays
+
+
+def open_trace(path: Path | str) -> Trace:
+    """Open `path`, validate format and metadata, and fail with one clear line if anything is off."""
+    path = Path(path)
+    if not path.exists():
+        raise MoecacheError(f"{path}: no such file")
+    if path.is_dir():
+        raise MoecacheError(f"{path}: is a folder, expected a trace file (.parquet)")
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise MoecacheError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    meta = TraceMeta.from_parquet(parquet.metadata.metadata, str(path))
+    schema = parquet.schema_arrow
+    check_columns(schema, path)
+    return Trace(
+        path=path,
+        meta=meta,
+        num_rows=parquet.metadata.num_rows,
+        num_row_groups=parquet.metadata.num_row_groups,
+        has_logits="logits" in schema.names,
+        has_lookahead="lookahead" in schema.names,
+    )
+
+
+def _empty(meta: TraceMeta, logits: bool, lookahead: bool) -> TraceArrays:
+    k, e = meta.top_k, meta.num_experts
+    return TraceArrays(
+        np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int8), np.zeros(0, np.int16),
+        np.zeros((0, k), np.int16), np.zeros((0, k), np.float32),
+        np.zeros((0, e), np.float16) if logits else None,
+        np.zeros((0, k), np.int16) if lookahead else None,
+    )
+
+
+def _phase_codes(column: pa.ChunkedArray, where: str) -> np.ndarray:
+    codes = []
+    for chunk in column.chunks:
+        names = chunk.dictionary.to_pylist()
+        unknown = set(names) - set(PHASES)
+        if unknown:
+            raise MoecacheError(f"{where}: column 'phase' holds {sorted(unknown)}; allowed: {list(PHASES)}")
+        remap = np.array([PHASES.index(p) for p in names] or [0], dtype=np.int8)
+        codes.append(remap[chunk.indices.to_numpy(zero_copy_only=False)])
+    return np.concatenate(codes) if codes else np.zeros(0, np.int8)
+
+
+def _matrix(column: pa.ChunkedArray, width: int, dtype: type, name: str, where: str,
+            fill_nulls: int | None = None) -> np.ndarray:
+    """A list column as an (N, width) matrix; every non-null list must have exactly `width` items."""
+    rows = []
+    for chunk in column.chunks:
+        lengths = chunk.value_lengths().to_numpy(zero_copy_only=False)
+        nulls = chunk.is_null().to_numpy(zero_copy_only=False)
+        if fill_nulls is None and nulls.any():
+            raise MoecacheError(f"{where}: column '{name}' has null rows")
+        bad = (lengths != width) & ~nulls
+        if bad.any():
+            raise MoecacheError(
+                f"{where}: column '{name}' has lists of length {int(lengths[bad][0])}, expected {width}"
+            )
+        if nulls.any():
+            filled = np.full((len(chunk), width), fill_nulls, dtype=dtype)
+            flat = chunk.drop_null().flatten().to_numpy(zero_copy_only=False)
+            filled[~nulls] = flat.reshape(-1, width)
+            rows.append(filled)
+        else:
+            rows.append(chunk.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(-1, width))
+    if not rows:
+        return np.zeros((0, width), dtype=dtype)
+    return np.concatenate(rows)
