@@ -37,5 +37,8 @@ def test_spec_errors(tmp_path):
     bad.write_text("colour = 1\n" + good.read_text())
     with pytest.raises(MoecacheError, match="unknown key"):
         load_spec(bad)
+    bad.write_text(good.read_text().replace("top_k = 2", 'top_k = "two"'))
+    with pytest.raises(MoecacheError, match="top_k = 'two' must be a whole number"):
+        load_spec(bad)
     with pytest.raises(MoecacheError, match="unknown model spec"):
         load_spec("nope")

@@ -86,6 +86,10 @@ def load_spec(name_or_path: str | Path) -> ModelSpec:
         spec = ModelSpec(**raw)
     except TypeError as exc:
         raise MoecacheError(f"{path}: {exc}") from None
+    for name, value in raw.items():
+        wanted = ModelSpec.__dataclass_fields__[name].type
+        if wanted == "int" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise MoecacheError(f"{path}: {name} = {value!r} must be a whole number")
     if spec.dtype not in BITS_PER_PARAM:
         raise MoecacheError(f"{path}: dtype '{spec.dtype}' unknown; use one of {', '.join(BITS_PER_PARAM)}")
     if spec.derived_bytes() != spec.bytes_per_expert:

@@ -167,8 +167,8 @@ def check_columns(schema: pa.Schema, path: Path) -> None:
 
 def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
     if pa.types.is_dictionary(expected):
-        return pa.types.is_dictionary(actual) and pa.types.is_string(actual.value_type) or (
-            pa.types.is_dictionary(actual) and pa.types.is_large_string(actual.value_type)
+        return pa.types.is_dictionary(actual) and (
+            pa.types.is_string(actual.value_type) or pa.types.is_large_string(actual.value_type)
         )
     if pa.types.is_list(expected):
         return (pa.types.is_list(actual) or pa.types.is_large_list(actual)) and (
