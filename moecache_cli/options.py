@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +23,4 @@ TraceFile = Annotated[Path, typer.Argument(help="A moecache trace (.parquet).", 
 
 def command_line() -> str:
     """The command as typed, stored in outputs so that they can be reproduced."""
-    import shlex
-    import sys
-
     return shlex.join(["moecache", *sys.argv[1:]])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from traces.errors import MoecacheError
@@ -39,20 +38,3 @@ def publish(tmp: Path, dest: Path) -> None:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, dest)
-
-
-@contextlib.contextmanager
-def atomic_output(dest: Path) -> Iterator[Path]:
-    """Yield a temporary path; rename it to `dest` if the block succeeds, delete it otherwise."""
-    tmp = temporary_sibling(dest)
-    try:
-        yield tmp
-    except BaseException:
-        discard(tmp)
-        raise
-    publish(tmp, dest)
-
-
-def write_text_atomic(dest: Path, text: str) -> None:
-    with atomic_output(dest) as tmp:
-        tmp.write_text(text)

@@ -159,7 +159,7 @@ def import_vllm_jsonl(source: Path, spec: ModelSpec, out: Path, command: str = "
             summary.missing_token_layer_pairs += missing
             summary.per_request.append({"request": request, "prefill_tokens": prefill, "decode_tokens": decode,
                                         "duplicates_dropped": dropped, "missing_token_layer_pairs": missing})
-        summary.rows_written = sum(len(rows) for rows in requests.values()) - summary.duplicates_dropped
+    summary.rows_written = writer.rows_written
     summary.rows_per_layer_min, summary.rows_per_layer_max = int(layer_rows.min()), int(layer_rows.max())
     return summary
 

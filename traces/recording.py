@@ -152,10 +152,10 @@ def record(checkpoint: Path, prompts: list[str], out: Path, options: RecordOptio
     except KeyboardInterrupt:
         interrupted = True
     except BaseException:
-        session.tap.remove()
         writer.abort()
         raise
-    session.tap.remove()
+    finally:
+        session.tap.remove()
     writer.close(complete=not interrupted)
     return RecordResult(out, writer.rows_written, session.prompt_tokens, session.decode_tokens,
                         time.perf_counter() - started, interrupted, session.sequences)
