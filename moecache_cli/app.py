@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from moecache_cli import checkpoint, record, traces_import, traces_info, traces_stats, traces_synth
+from moecache_cli import checkpoint, record, simulate, traces_import, traces_info, traces_stats, traces_synth
 from traces.errors import MoecacheError
 
 try:  # recent Typer vendors its own click; older versions use click itself
@@ -27,6 +27,7 @@ checkpoint_app = typer.Typer(help="Make local checkpoints to try moecache withou
                              no_args_is_help=True)
 
 app.command("record")(record.command)
+app.command("simulate")(simulate.command)
 app.add_typer(traces_app, name="traces")
 app.add_typer(checkpoint_app, name="checkpoint")
 traces_app.command("import")(traces_import.command)

@@ -48,3 +48,32 @@ def run_cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def make_trace(tmp_path):
+    """Write a hand-built decode trace: `rows` is a list of (token, layer, experts[, lookahead][, logits])."""
+    import numpy as np
+
+    from traces.schema import TraceMeta
+    from traces.writer import TraceWriter
+
+    counter = iter(range(1000))
+
+    def build(rows, num_layers=1, num_experts=4, top_k=1, bytes_per_expert=1_000_000, lookahead=False,
+              logits=False, phase="decode", request=0, dtype="bfloat16"):
+        meta = TraceMeta(model="hand", architecture="mixtral", num_layers=num_layers, num_experts=num_experts,
+                         top_k=top_k, bytes_per_expert=(bytes_per_expert,), dtype=dtype)
+        path = tmp_path / f"hand{next(counter)}.parquet"
+        writer = TraceWriter(path, meta, logits=logits, lookahead=lookahead, row_group_rows=7)
+        for row in rows:
+            token, layer, experts = row[0], row[1], row[2]
+            extra = list(row[3:])
+            writer.append(request, np.array([token]), phase, layer, np.array([experts]),
+                          np.full((1, top_k), 1.0 / top_k, np.float32),
+                          lookahead=np.array([extra.pop(0)]) if lookahead else None,
+                          logits=np.array([extra.pop(0)], np.float32) if logits else None)
+        writer.close()
+        return path
+
+    return build

@@ -7,15 +7,14 @@ dimensions and dtype, so a typo in a TOML file cannot silently mis-size a cache.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from traces.data_files import data_dir
+from traces.data_files import available, read_record
 from traces.errors import MoecacheError
 from traces.schema import TraceMeta
 
-BITS_PER_PARAM = {"float32": 32.0, "bfloat16": 16.0, "float16": 16.0, "float8": 8.0, "mxfp4": 4.25}
+BITS_PER_PARAM = {"float32": 32.0, "bfloat16": 16.0, "float16": 16.0, "float8": 8.0, "int8": 8.0, "mxfp4": 4.25}
 BIAS_BYTES = 2  # biases stay in bf16 even where the matrices are quantized
 
 
@@ -59,37 +58,12 @@ class ModelSpec:
 
 
 def available_specs() -> list[str]:
-    return sorted(p.stem for p in data_dir("models").glob("*.toml"))
+    return available("models")
 
 
 def load_spec(name_or_path: str | Path) -> ModelSpec:
     """A spec by shipped name (`mixtral-8x7b`) or by the path of a TOML file of the same form."""
-    path = Path(name_or_path)
-    if path.suffix != ".toml":
-        path = data_dir("models") / f"{name_or_path}.toml"
-        if not path.exists():
-            raise MoecacheError(
-                f"unknown model spec '{name_or_path}'; known: {', '.join(available_specs())} "
-                "(or give the path of a .toml spec)"
-            )
-    elif not path.exists():
-        raise MoecacheError(f"{path}: no such model spec file")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise MoecacheError(f"{path}: not valid TOML ({exc})") from None
-    known = set(ModelSpec.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise MoecacheError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-    try:
-        spec = ModelSpec(**raw)
-    except TypeError as exc:
-        raise MoecacheError(f"{path}: {exc}") from None
-    for name, value in raw.items():
-        wanted = ModelSpec.__dataclass_fields__[name].type
-        if wanted == "int" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise MoecacheError(f"{path}: {name} = {value!r} must be a whole number")
+    path, spec = read_record(name_or_path, "models", "model spec", ModelSpec)
     if spec.dtype not in BITS_PER_PARAM:
         raise MoecacheError(f"{path}: dtype '{spec.dtype}' unknown; use one of {', '.join(BITS_PER_PARAM)}")
     if spec.derived_bytes() != spec.bytes_per_expert:

@@ -1,0 +1,149 @@
+"""`moecache simulate`: replay traces through placement policies over VRAM, RAM and NVMe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from moecache_cli import render
+from moecache_cli.options import Json, Quiet, parse_size
+from simulator.hardware import available_presets, load_hardware
+from simulator.metrics import RunResult, write_parquet
+from simulator.policies import REGISTRY, make_params
+from simulator.prefetchers import PREFETCHERS
+from simulator.replay import SimConfig, simulate
+from traces.atomic import check_writable
+from traces.errors import MoecacheError
+from traces.reader import open_trace
+
+BOUND = "belady"
+SHOWN = ("hit_rate", "vram_hits", "vram_misses", "compulsory_misses", "capacity_misses", "staged", "ram_hit_rate",
+         "evictions", "bytes_nvme_to_ram", "bytes_ram_to_vram", "prefetch_issued", "prefetch_accuracy",
+         "prefetch_coverage", "stall_p50_ms", "stall_p99_ms", "compute_s", "transfer_s", "stall_s",
+         "time_per_token_s", "tokens_per_s", "routing_changed_steps", "routing_weight_lost")
+BYTES = ("bytes_nvme_to_ram", "bytes_ram_to_vram")
+
+
+def _params(policy: str, pairs: list[str]) -> object:
+    """Apply each --param KEY=VALUE that the policy has; a key no chosen policy has is an error elsewhere."""
+    cls_fields = REGISTRY[policy].Params.__dataclass_fields__
+    wanted = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise MoecacheError(f"--param {pair!r}: expected KEY=VALUE, e.g. --param alpha=0.3")
+        if key.strip() in cls_fields:
+            wanted[key.strip()] = value.strip()
+    return make_params(policy, wanted)
+
+
+def _check_params(policies: list[str], pairs: list[str]) -> None:
+    known = {name for p in policies for name in REGISTRY[p].Params.__dataclass_fields__}
+    for pair in pairs:
+        key = pair.partition("=")[0].strip()
+        if key not in known:
+            raise MoecacheError(f"--param {key}: none of the chosen policies ({', '.join(policies)}) has it; "
+                                f"their parameters: {', '.join(sorted(known)) or 'none'}")
+
+
+def command(
+    traces: Annotated[list[Path], typer.Argument(help="One or more traces (.parquet).", show_default=False)],
+    policy: Annotated[list[str], typer.Option("--policy", "-p", help=f"Policy (repeatable): {', '.join(REGISTRY)}.")]
+    = ["lru"],  # noqa: B006 - Typer needs a list default
+    param: Annotated[list[str], typer.Option("--param", help="Policy parameter KEY=VALUE (repeatable), e.g. "
+                                                            "alpha=0.3, gamma=0.02, eta=0.05, decay=0.99, "
+                                                            "decay_every=1000.")] = [],  # noqa: B006
+    preset: Annotated[str, typer.Option(help=f"Hardware preset: {', '.join(available_presets())}, or a .toml "
+                                             "path.")] = "desktop-24gb-pcie4",
+    vram: Annotated[str | None, typer.Option(help="VRAM for experts, e.g. 4GiB (default: the preset's). Includes "
+                                                  "the staging buffer of one expert.")] = None,
+    vram_experts: Annotated[int | None, typer.Option(help="VRAM in experts instead of bytes (per layer with "
+                                                          "--per-layer).")] = None,
+    ram: Annotated[str | None, typer.Option(help="Pinned RAM for experts, e.g. 16GiB (default: the preset's); "
+                                                 "0 for no RAM tier.")] = None,
+    ram_experts: Annotated[int | None, typer.Option(help="RAM in experts instead of bytes.")] = None,
+    per_layer: Annotated[bool, typer.Option("--per-layer/--global", help="One cache per layer "
+                                                                         "(mixtral-offloading), or one for all.")]
+    = False,
+    exclusive: Annotated[bool, typer.Option("--exclusive/--inclusive", help="Whether a VRAM expert is also kept in "
+                                                                            "RAM (inclusive) or in one tier only.")]
+    = False,
+    sequential: Annotated[bool | None, typer.Option("--sequential/--pinned", help="One request per expert with "
+                                                    "nothing pinned (libCacheSim's demand caching), or whole steps "
+                                                    "pinned. Default: sequential only with --global and --ram 0.",
+                                                    show_default=False)] = None,
+    cpu_compute: Annotated[bool, typer.Option("--cpu-compute", help="Compute VRAM misses on the CPU from RAM "
+                                                                    "(Fiddler, llama.cpp --cpu-moe).")] = False,
+    prefetch: Annotated[str, typer.Option(help=f"Prefetcher: {', '.join(PREFETCHERS)}.")] = "none",
+    prefetch_limit: Annotated[int | None, typer.Option(help="Experts prefetched per step at most (default: "
+                                                            "top-k).")] = None,
+    routing_bonus: Annotated[float | None, typer.Option(help="Memory-aware routing: add this to the router logits "
+                                                             "of VRAM-resident experts (needs --logits traces).")]
+    = None,
+    precision: Annotated[str | None, typer.Option(help="Count expert bytes at this precision (e.g. float8, int8) "
+                                                       "instead of the trace's dtype.")] = None,
+    bound: Annotated[bool, typer.Option("--bound/--no-bound", help="Add Belady as the bound column.")] = True,
+    engine: Annotated[str, typer.Option(help="fast (numba) or reference (plain Python, for checking).")] = "fast",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write every run's metrics to this Parquet file.")]
+    = None,
+    json_out: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Replay traces through placement policies and predict hit rates, bytes moved and tokens/s.
+
+    Examples:
+      [bold]moecache simulate gsm8k.parquet -p lru -p watermark --vram-experts 4 --per-layer[/]
+      [bold]moecache simulate qwen3.parquet -p lfu --vram 8GiB --ram 32GiB --preset laptop-8gb --prefetch lookahead[/]
+      [bold]moecache simulate gsm8k.parquet -p fifo --global --ram 0 --vram-experts 64 --json[/]  (libCacheSim's setting)
+
+    Several policies and traces print side by side, with Belady (the offline optimum) as the bound.
+    """
+    unknown = [p for p in policy if p not in REGISTRY]
+    if unknown:
+        raise MoecacheError(f"unknown policy '{unknown[0]}'; known: {', '.join(REGISTRY)}")
+    policies = list(dict.fromkeys(policy + ([BOUND] if bound and routing_bonus is None else [])))
+    _check_params(policies, param)
+    hardware = load_hardware(preset)
+    opened = [open_trace(path) for path in traces]
+    if out is not None:
+        check_writable(out)
+    base = dict(hardware=hardware, prefetch=prefetch, prefetch_limit=prefetch_limit,
+                vram_bytes=parse_size(vram, "--vram"), vram_experts=vram_experts,
+                ram_bytes=parse_size(ram, "--ram"), ram_experts=ram_experts, per_layer=per_layer,
+                inclusive=not exclusive, cpu_compute=cpu_compute, sequential=sequential, routing_bonus=routing_bonus,
+                precision=precision, engine=engine)
+    configs = [SimConfig(policy=p, params=_params(p, param), **base) for p in policies]
+    total = sum(t.num_rows for t in opened) * len(configs)
+    results: list[RunResult] = []
+    with render.progress_bar("simulating", "rows", enabled=not (quiet or json_out)) as update:
+        done = 0
+        for trace in opened:
+            for config in configs:
+                def progress(rows: int, _total: int, before: int = done) -> None:
+                    update(before + rows, total)
+                results.append(simulate(trace.path, config, progress=progress))
+                done += trace.num_rows
+    if out is not None:
+        write_parquet(results, out)
+    if json_out:
+        render.print_json({"runs": [r.to_dict() for r in results]})
+        return
+    _print(results)
+
+
+def _print(results: list[RunResult]) -> None:
+    first = results[0]
+    render.key_values("configuration", [
+        ("preset", first.preset), ("model", first.model), ("vram", render.human_bytes(first.vram_bytes)),
+        ("ram", render.human_bytes(first.ram_bytes) if first.ram_bytes else "none (NVMe only)"),
+        ("mode", first.mode), ("prefetch", first.prefetch), ("accesses", first.accesses)])
+    names = [f"{Path(r.trace).stem}\n{r.policy}{' (bound)' if r.policy == BOUND else ''}" for r in results]
+    rows = []
+    for key in SHOWN:
+        values = [getattr(r, key) for r in results]
+        if key in BYTES:
+            values = [render.human_bytes(v) for v in values]
+        rows.append([key, *values])
+    render.grid("simulation", ["metric", *names], rows)

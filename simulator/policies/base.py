@@ -1,0 +1,111 @@
+"""The hooks every policy implements, and the view of a tier a policy is allowed to see.
+
+The core calls, per tier: `on_step` once per step (with the step's chosen objects), `on_hit` and
+`on_insert` as objects are used or admitted, `on_remove` when they leave, `admit` before admitting,
+and `victim` until the incoming object fits. A policy never sees files, tensors or clocks; `tick`
+is the core's event counter. `KeyedPolicy` is the shared shape of policies that rank residents by
+one integer key and evict the smallest (ties: the lower object id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from traces.errors import MoecacheError
+
+
+@dataclass(frozen=True)
+class TierView:
+    """What a policy knows about the tier it manages. Objects are `layer * num_experts + expert`."""
+
+    num_layers: int
+    num_experts: int
+    sizes: np.ndarray  # (L*E,) bytes of each object
+    cost: np.ndarray  # (L*E,) seconds to bring the object into this tier from the tier below
+    capacity: np.ndarray  # (P,) bytes per partition: one per layer, or one for the whole tier
+    per_layer: bool
+    future: np.ndarray | None = None  # (L*E,) next access index of each object, kept current by the core
+
+    def layer_of(self, obj: int) -> int:
+        return obj // self.num_experts
+
+    def partition(self, obj: int) -> int:
+        return self.layer_of(obj) if self.per_layer else 0
+
+    def same_partition(self, a: int, b: int) -> bool:
+        return not self.per_layer or self.layer_of(a) == self.layer_of(b)
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """This policy has no parameters."""
+
+    def validate(self) -> NoParams:
+        return self
+
+
+class Policy:
+    """Admit everything, never evict: the defaults that concrete policies override."""
+
+    name: ClassVar[str] = ""
+    code: ClassVar[int] = -1  # the policy's number in simulator.kernel
+    Params: ClassVar[type] = NoParams
+    needs_future: ClassVar[bool] = False
+
+    def __init__(self, params: object, tier: TierView) -> None:
+        self.params = params
+        self.tier = tier
+
+    def on_step(self, step: int, layer: int, objects: Sequence[int]) -> None:
+        """A step at `layer` chose `objects` (called before any of them is looked up)."""
+
+    def on_hit(self, obj: int, tick: int) -> None:
+        """`obj`, resident in this tier, was used."""
+
+    def on_insert(self, obj: int, tick: int) -> None:
+        """`obj` became resident (or, in RAM under inclusion, left VRAM and became evictable again)."""
+
+    def on_remove(self, obj: int) -> None:
+        """`obj` left this tier, or stopped being evictable from it."""
+
+    def admit(self, obj: int) -> bool:
+        return True
+
+    def victim(self, incoming: int, pinned: Container[int]) -> int | None:
+        """The resident to evict so that `incoming` fits, or None to bypass `incoming`."""
+        return None
+
+
+class KeyedPolicy(Policy):
+    """Residents ranked by an integer key kept per object; evict the smallest (rank, object id)."""
+
+    def __init__(self, params: object, tier: TierView) -> None:
+        super().__init__(params, tier)
+        self.keys: dict[int, int] = {}
+
+    def on_remove(self, obj: int) -> None:
+        self.keys.pop(obj, None)
+
+    def rank(self, obj: int) -> tuple[int, ...]:
+        return (self.keys[obj],)
+
+    def victim(self, incoming: int, pinned: Container[int]) -> int | None:
+        best: tuple[tuple[int, ...], int] | None = None
+        for obj in self.keys:
+            if obj in pinned or not self.tier.same_partition(obj, incoming):
+                continue
+            candidate = (self.rank(obj), obj)
+            if best is None or candidate < best:
+                best = candidate
+        return None if best is None else best[1]
+
+
+def check_range(name: str, value: float, low: float, high: float | None = None) -> None:
+    """One clear line for a parameter outside [low, high]."""
+    if value < low or (high is not None and value > high):
+        bound = f"within {low}..{high}" if high is not None else f"at least {low}"
+        raise MoecacheError(f"policy parameter {name}={value} must be {bound}")

@@ -1,0 +1,118 @@
+"""Trace rows to simulator *steps*: the unit at which the cache model advances.
+
+A decode row is one step. Consecutive prefill rows of the same request and layer are one step whose
+expert set is the union of their tokens' choices, in order of first appearance (DESIGN.md section 3).
+An expert of layer l is the cache object `l * E + e`. `iter_steps` streams a trace row group by row
+group and holds back the rows of a step that continues into the next group, so steps never split.
+
+Legend: S steps, A accesses (objects over all steps), N rows, K top-k, E experts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from traces.reader import Trace, TraceArrays
+from traces.schema import DECODE
+
+
+@dataclass
+class Steps:
+    """A run of whole steps and the rows they came from."""
+
+    layer: np.ndarray  # (S,) int16
+    request: np.ndarray  # (S,) int32
+    decode: np.ndarray  # (S,) bool
+    tokens: np.ndarray  # (S,) int32: rows (tokens) in the step
+    new_token: np.ndarray  # (S,) bool: first step of a decode token, or a prefill step of the first layer seen
+    ptr: np.ndarray  # (S+1,) int64: step s needs objects[ptr[s]:ptr[s+1]]
+    objects: np.ndarray  # (A,) int32: layer * E + expert, unique within a step, router order
+    row_ptr: np.ndarray  # (S+1,) int64: step s came from rows[row_ptr[s]:row_ptr[s+1]]
+    rows: TraceArrays
+
+    def __len__(self) -> int:
+        return len(self.layer)
+
+    @property
+    def accesses(self) -> int:
+        return int(self.ptr[-1])
+
+
+def step_bounds(rows: TraceArrays) -> np.ndarray:
+    """Row index where each step starts, plus N at the end."""
+    n = len(rows)
+    if n == 0:
+        return np.zeros(1, np.int64)
+    new = np.ones(n, bool)
+    new[1:] = ((rows.phase[1:] == DECODE) | (rows.phase[:-1] == DECODE)
+               | (rows.request[1:] != rows.request[:-1]) | (rows.layer[1:] != rows.layer[:-1]))
+    return np.append(np.flatnonzero(new), n).astype(np.int64)
+
+
+@njit(cache=True)
+def _union(experts: np.ndarray, layer: np.ndarray, bounds: np.ndarray, num_experts: int,
+           num_objects: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per step, the distinct objects of its rows in order of first appearance."""
+    mark = np.full(num_objects, -1, np.int64)
+    steps = len(bounds) - 1
+    out = np.empty(experts.shape[0] * experts.shape[1], np.int32)
+    ptr = np.zeros(steps + 1, np.int64)
+    count = 0
+    for s in range(steps):
+        for r in range(bounds[s], bounds[s + 1]):
+            base = layer[r] * num_experts
+            for j in range(experts.shape[1]):
+                obj = base + experts[r, j]
+                if mark[obj] != s:
+                    mark[obj] = s
+                    out[count] = obj
+                    count += 1
+        ptr[s + 1] = count
+    return out[:count].copy(), ptr
+
+
+def build_steps(rows: TraceArrays, num_layers: int, num_experts: int, first_layer: int = 0) -> Steps:
+    """Steps of `rows`, which must hold whole steps."""
+    bounds = step_bounds(rows)
+    objects, ptr = _union(rows.experts, rows.layer, bounds, num_experts, num_layers * num_experts)
+    starts = bounds[:-1]
+    decode = rows.phase[starts] == DECODE
+    tokens = np.diff(bounds).astype(np.int32)
+    layer = rows.layer[starts]
+    new_token = np.where(decode, True, layer == first_layer)
+    if len(starts) > 1:
+        prev = starts[:-1]
+        same_token = ((rows.request[starts[1:]] == rows.request[prev]) & (rows.token[starts[1:]] == rows.token[prev])
+                      & decode[1:] & decode[:-1])
+        new_token[1:] &= ~same_token
+    return Steps(layer=layer, request=rows.request[starts], decode=decode, tokens=tokens, new_token=new_token,
+                 ptr=ptr, objects=objects, row_ptr=bounds, rows=rows)
+
+
+def _split_last_step(rows: TraceArrays) -> tuple[TraceArrays, TraceArrays]:
+    """(rows up to the last step, rows of the last step) so that a step cut by a row group is held back."""
+    last = int(step_bounds(rows)[-2]) if len(rows) else 0
+    return _slice(rows, 0, last), _slice(rows, last, len(rows))
+
+
+def _slice(rows: TraceArrays, start: int, stop: int) -> TraceArrays:
+    return TraceArrays(**{name: None if getattr(rows, name) is None else getattr(rows, name)[start:stop]
+                          for name in TraceArrays.__dataclass_fields__})
+
+
+def iter_steps(trace: Trace, logits: bool = False, lookahead: bool = False) -> Iterator[Steps]:
+    """Steps of a trace, one row group at a time (memory bounded by the largest row group)."""
+    meta = trace.meta
+    held: TraceArrays | None = None
+    for part in trace.iter_arrays(logits=logits, lookahead=lookahead):
+        if held is not None and len(held):
+            part = TraceArrays.concat([held, part])
+        whole, held = _split_last_step(part)
+        if len(whole):
+            yield build_steps(whole, meta.num_layers, meta.num_experts)
+    if held is not None and len(held):
+        yield build_steps(held, meta.num_layers, meta.num_experts)

@@ -1,0 +1,127 @@
+"""The numba kernel against the plain reference (event for event), and both against libCacheSim and
+brute force; the one-pass miss-ratio curves against per-capacity runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulator.hardware import load_hardware
+from simulator.mrc import belady_curve, lru_curve
+from simulator.policies import REGISTRY
+from simulator.replay import NEVER, SimConfig, access_stream, next_uses, simulate
+from traces.model_specs import load_spec
+from traces.reader import open_trace
+from traces.synth import SynthParams, synthesize
+
+HW = load_hardware("desktop-24gb-pcie4")
+MIXTRAL = load_spec("mixtral-8x7b")
+CONFIGS = {
+    "per-layer two tiers": dict(vram_experts=3, ram_experts=5, per_layer=True),
+    "global demand": dict(vram_experts=70, ram_bytes=0),
+    "global pinned exclusive": dict(vram_experts=80, ram_experts=100, inclusive=False),
+    "cpu-compute": dict(vram_experts=60, ram_experts=120, cpu_compute=True),
+    "prefetch transitions": dict(vram_experts=4, ram_experts=6, per_layer=True, prefetch="transitions"),
+    "prefetch lookahead": dict(vram_experts=96, ram_experts=160, prefetch="lookahead", prefetch_limit=3),
+    "prefetch affinity, sequential": dict(vram_experts=90, ram_experts=150, prefetch="affinity", sequential=True),
+    "routing bonus": dict(vram_experts=3, ram_experts=5, per_layer=True, routing_bonus=0.5),
+}
+
+
+@pytest.fixture(scope="module")
+def synth_trace(tmp_path_factory):
+    path = tmp_path_factory.mktemp("synth") / "mixtral.parquet"
+    synthesize(MIXTRAL, path, SynthParams(requests=2, prompt_tokens=12, decode_tokens=40, lookahead_accuracy=0.7,
+                                          logits=True, seed=5))
+    return path
+
+
+def replay_events(path, engine, policy, **options):
+    seen = []
+    result = simulate(path, SimConfig(policy=policy, hardware=HW, engine=engine, **options),
+                      on_events=lambda *arrays: seen.append(np.stack([a.astype(np.int64) for a in arrays])))
+    return result, np.concatenate(seen, axis=1) if seen else np.zeros((3, 0), np.int64)
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("policy", list(REGISTRY))
+def test_kernel_equals_reference_event_for_event(synth_trace, policy, config):
+    options = CONFIGS[config]
+    if policy == "belady" and "routing_bonus" in options:
+        pytest.skip("Belady reads the recorded future, which re-routing changes (refused by design)")
+    fast, fast_events = replay_events(synth_trace, "fast", policy, **options)
+    slow, slow_events = replay_events(synth_trace, "reference", policy, **options)
+    assert fast_events.shape[1] > 0
+    np.testing.assert_array_equal(fast_events, slow_events)
+    assert fast.to_dict() == slow.to_dict()
+
+
+@pytest.mark.parametrize("policy", list(REGISTRY))
+def test_kernel_equals_reference_on_real_log(shared_log, tmp_path, run_cli, policy):
+    path = tmp_path / "gsm8k.parquet"
+    assert run_cli("traces", "import", shared_log("mixtral-8x7b-gsm8k.jsonl"), "-m", "mixtral-8x7b", "-o", path)[0] == 0
+    options = dict(vram_experts=4, ram_experts=6, per_layer=True)
+    _, fast_events = replay_events(path, "fast", policy, **options)
+    _, slow_events = replay_events(path, "reference", policy, **options)
+    np.testing.assert_array_equal(fast_events, slow_events)
+
+
+def libcachesim_misses(objects: np.ndarray, policy: str, capacity: int, tmp_path) -> int:
+    """Misses of libCacheSim's own policy on the same request stream (oracleGeneral binary trace)."""
+    lcs = pytest.importorskip("libcachesim")
+    following, _ = next_uses(objects, int(objects.max()) + 1)
+    record = np.dtype([("t", "<u4"), ("id", "<u8"), ("size", "<u4"), ("next", "<i8")])
+    rows = np.zeros(len(objects), record)
+    rows["t"], rows["id"], rows["size"] = np.arange(len(objects)), objects.astype(np.uint64) + 1, 1
+    rows["next"] = np.where(following >= NEVER, -1, following)
+    path = tmp_path / "requests.oracleGeneral"
+    rows.tofile(path)
+    cls = {"lru": lcs.LRU, "fifo": lcs.FIFO, "lfu": lcs.LFU, "belady": lcs.Belady}[policy]
+    reader = lcs.TraceReader(str(path), lcs.TraceType.ORACLE_GENERAL_TRACE)
+    miss_ratio, _ = cls(capacity).process_trace(reader)
+    return round(miss_ratio * len(objects))
+
+
+def check_against_libcachesim(path, tmp_path, capacities):
+    objects = access_stream(open_trace(path))
+    for policy in ("lru", "fifo", "lfu", "belady"):
+        for capacity in capacities:
+            ours = simulate(path, SimConfig(policy=policy, hardware=HW, vram_experts=capacity, ram_bytes=0))
+            assert ours.mode == "sequential demand caching"
+            assert (policy, capacity, ours.vram_misses) == (policy, capacity,
+                                                            libcachesim_misses(objects, policy, capacity, tmp_path))
+
+
+def test_demand_caching_equals_libcachesim_on_synthetic(synth_trace, tmp_path):
+    check_against_libcachesim(synth_trace, tmp_path, (2, 16, 64, 128, 200))
+
+
+@pytest.mark.parametrize("log", ["mixtral-8x7b-gsm8k.jsonl", "mixtral-8x7b-humaneval-p0.jsonl"])
+def test_demand_caching_equals_libcachesim_on_real_logs(shared_log, tmp_path, run_cli, log):
+    path = tmp_path / "real.parquet"
+    assert run_cli("traces", "import", shared_log(log), "-m", "mixtral-8x7b", "-o", path)[0] == 0
+    check_against_libcachesim(path, tmp_path, (8, 64, 128, 192))
+
+
+def test_one_pass_curves_equal_per_capacity_runs(synth_trace, tmp_path):
+    objects = access_stream(open_trace(synth_trace))
+    n = MIXTRAL.num_layers * MIXTRAL.num_experts
+    following, _ = next_uses(objects, n)
+    lru, belady = lru_curve(objects, n), belady_curve(objects, following, n)
+    for capacity in (2, 5, 33, 100, 180, 256):
+        for curve in (lru, belady):
+            run = simulate(synth_trace, SimConfig(policy=curve.policy, hardware=HW, vram_experts=capacity,
+                                                  ram_bytes=0))
+            assert (curve.policy, capacity, curve.at(capacity)) == (curve.policy, capacity, run.vram_misses)
+    assert lru.compulsory == belady.compulsory == len(np.unique(objects))
+    assert (belady.misses <= lru.misses).all() and (np.diff(lru.misses) <= 0).all()
+
+
+def test_one_pass_curves_equal_libcachesim_on_random_streams(tmp_path):
+    rng = np.random.default_rng(7)
+    objects = (rng.zipf(1.2, 20_000) % 300).astype(np.int32)
+    following, _ = next_uses(objects, 300)
+    lru, belady = lru_curve(objects, 300), belady_curve(objects, following, 300)
+    for capacity in (1, 3, 10, 50, 150, 299):
+        assert lru.at(capacity) == libcachesim_misses(objects, "lru", capacity, tmp_path)
+        assert belady.at(capacity) == libcachesim_misses(objects, "belady", capacity, tmp_path)
