@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
+
 import typer
 
 from moecache_cli import render
@@ -13,7 +15,7 @@ from simulator.hardware import available_presets, load_hardware
 from simulator.metrics import RunResult, write_parquet
 from simulator.policies import REGISTRY, make_params
 from simulator.prefetchers import PREFETCHERS
-from simulator.replay import SimConfig, simulate
+from simulator.replay import SimConfig, miss_ratio_curves, simulate
 from traces.atomic import check_writable
 from traces.errors import MoecacheError
 from traces.reader import open_trace
@@ -84,6 +86,8 @@ def command(
     = None,
     precision: Annotated[str | None, typer.Option(help="Count expert bytes at this precision (e.g. float8, int8) "
                                                        "instead of the trace's dtype.")] = None,
+    mrc: Annotated[bool, typer.Option("--mrc", help="Instead: LRU and Belady miss ratios at every capacity "
+                                                    "(global demand caching), from one pass each.")] = False,
     bound: Annotated[bool, typer.Option("--bound/--no-bound", help="Add Belady as the bound column.")] = True,
     engine: Annotated[str, typer.Option(help="fast (numba) or reference (plain Python, for checking).")] = "fast",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write every run's metrics to this Parquet file.")]
@@ -103,10 +107,13 @@ def command(
     unknown = [p for p in policy if p not in REGISTRY]
     if unknown:
         raise MoecacheError(f"unknown policy '{unknown[0]}'; known: {', '.join(REGISTRY)}")
-    policies = list(dict.fromkeys(policy + ([BOUND] if bound and routing_bonus is None else [])))
+    policies = list(dict.fromkeys(policy))
     _check_params(policies, param)
-    hardware = load_hardware(preset)
     opened = [open_trace(path) for path in traces]
+    if mrc:
+        _print_curves([miss_ratio_curves(trace) for trace in opened], json_out)
+        return
+    hardware = load_hardware(preset)
     if out is not None:
         check_writable(out)
     base = dict(hardware=hardware, prefetch=prefetch, prefetch_limit=prefetch_limit,
@@ -115,6 +122,8 @@ def command(
                 inclusive=not exclusive, cpu_compute=cpu_compute, sequential=sequential, routing_bonus=routing_bonus,
                 precision=precision, engine=engine)
     configs = [SimConfig(policy=p, params=_params(p, param), **base) for p in policies]
+    if bound and routing_bonus is None:  # Belady that may also bypass: a bound for every demand policy
+        configs.append(SimConfig(policy=BOUND, params=make_params(BOUND, {"bypass": 1}), **base))
     total = sum(t.num_rows for t in opened) * len(configs)
     results: list[RunResult] = []
     with render.progress_bar("simulating", "rows", enabled=not (quiet or json_out)) as update:
@@ -139,7 +148,8 @@ def _print(results: list[RunResult]) -> None:
         ("preset", first.preset), ("model", first.model), ("vram", render.human_bytes(first.vram_bytes)),
         ("ram", render.human_bytes(first.ram_bytes) if first.ram_bytes else "none (NVMe only)"),
         ("mode", first.mode), ("prefetch", first.prefetch), ("accesses", first.accesses)])
-    names = [f"{Path(r.trace).stem}\n{r.policy}{' (bound)' if r.policy == BOUND else ''}" for r in results]
+    names = [f"{Path(r.trace).stem}\n{r.policy}{' (bound)' if 'bypass=1' in r.policy_params else ''}"
+             for r in results]
     rows = []
     for key in SHOWN:
         values = [getattr(r, key) for r in results]
@@ -147,3 +157,15 @@ def _print(results: list[RunResult]) -> None:
             values = [render.human_bytes(v) for v in values]
         rows.append([key, *values])
     render.grid("simulation", ["metric", *names], rows)
+
+
+def _print_curves(curves: list[dict[str, object]], json_out: bool) -> None:
+    if json_out:
+        render.print_json({"curves": curves})
+        return
+    for curve in curves:
+        capacities = curve["capacity"]
+        picks = sorted(set(np.linspace(1, len(capacities), min(16, len(capacities))).round().astype(int)))
+        render.grid(f"miss ratio by capacity (experts, global demand caching): {curve['trace']}",
+                    ["capacity", "lru", "belady"],
+                    [[capacities[i - 1], curve["lru"][i - 1], curve["belady"][i - 1]] for i in picks])

@@ -16,7 +16,8 @@ Rules, in the order the core applies them at each step:
   tier; a RAM expert moves up and a VRAM victim is demoted to RAM. Pins protect RAM residents only in cpu-compute mode.
 - cpu-compute mode: a VRAM miss is computed on the CPU from RAM; the policy may still copy the
   expert into VRAM in the background (FILL) for later steps.
-- Then the prefetch plan of the step is issued, in order, pinning the step's objects.
+- Then the prefetch plan of the step is shown to the policies (`on_hint`) and issued, in order,
+  pinning the step's objects.
 """
 
 from __future__ import annotations
@@ -89,7 +90,11 @@ class ReferenceCache:
                 if self.future is not None:
                     self.future[obj] = acc_next[steps.ptr[s] + i]
                 self._access(obj, {obj} if self.config.sequential else pinned)
-            for obj in plan_objects[plan_ptr[s]:plan_ptr[s + 1]]:
+            hints = plan_objects[plan_ptr[s]:plan_ptr[s + 1]]
+            for policy in (self.vp, self.rp):
+                if policy is not None and len(hints):
+                    policy.on_hint(self.step, hints)
+            for obj in hints:
                 self._prefetch(int(obj), set() if self.config.sequential else pinned)
         return self.events
 

@@ -23,15 +23,15 @@ from simulator.routing import reroute
 LRU, FIFO, LFU, BELADY, AFFINITY, LAYER_LRU, WATERMARK = range(7)
 # cfg fields
 POLICY, PER_LAYER, INCLUSIVE, SEQUENTIAL, CPU_COMPUTE, HAS_RAM, LAYERS, EXPERTS, HEAPS, DECAY_EVERY, MAX_ITERS, \
-    HAS_FUTURE, ROUTING = range(13)
+    HAS_FUTURE, ROUTING, BYPASS = range(14)
 # scalar state fields
-TICK, STAMP, N_EV, CURRENT, STEPS_SEEN = range(5)
+TICK, STAMP, N_EV, CURRENT, STEPS_SEEN, STEP = range(6)
 COUNT_SHIFT = 40  # LFU key: count << 40 | tick
 
 
 class KernelState(NamedTuple):
     cfg: np.ndarray  # int64 fields above
-    fp: np.ndarray  # float64 [alpha, eta, routing bonus]
+    fp: np.ndarray  # float64 [alpha, eta, routing bonus, lookahead weight]
     sizes: np.ndarray  # (n,) int64
     cap: np.ndarray  # (2, P) int64
     used: np.ndarray  # (2, P) int64
@@ -49,6 +49,7 @@ class KernelState(NamedTuple):
     disc: np.ndarray  # (L,) float64: exp(-gamma * D)
     lam: np.ndarray  # (2, P) float64: watermarks
     last_chosen: np.ndarray  # (n,) int64
+    hinted: np.ndarray  # (n,) int64: step at which the prefetcher last predicted the object
     future: np.ndarray  # (n,) int64: next access index (Belady)
     pin: np.ndarray  # (n,) int64: pin stamp
     scal: np.ndarray  # int64 fields above
@@ -178,7 +179,10 @@ def _pop_victim(st, t, h):
 def _credit(st, t, obj):
     layers = st.cfg[LAYERS]
     distance = (obj // st.cfg[EXPERTS] - st.scal[CURRENT]) % layers
-    return st.p[obj] * st.disc[distance] * st.dens[t, obj]
+    p = st.p[obj]
+    if st.hinted[obj] == st.scal[STEP]:
+        p = 1.0 - (1.0 - p) * (1.0 - st.fp[3])
+    return p * st.disc[distance] * st.dens[t, obj]
 
 
 @njit(cache=True)
@@ -211,7 +215,10 @@ def _victim(st, t, incoming):
             return -1
         return best
     if st.cfg[PER_LAYER] or st.cfg[HEAPS] == 1:
-        return _pop_victim(st, t, _heap_of(st, incoming))
+        victim = _pop_victim(st, t, _heap_of(st, incoming))
+        if victim >= 0 and st.cfg[BYPASS] and st.future[incoming] > st.future[victim]:
+            return -1
+        return victim
     layers = st.cfg[LAYERS]
     for d in range(layers - 1, -1, -1):  # layer-aware LRU: furthest layer first
         victim = _pop_victim(st, t, (st.scal[CURRENT] + d) % layers)
@@ -280,6 +287,7 @@ def _on_step(st, step, layer, objs, count):
     tiers = 2 if st.cfg[HAS_RAM] else 1
     previous = st.scal[CURRENT]
     st.scal[CURRENT] = layer
+    st.scal[STEP] = step
     if policy == AFFINITY:
         for i in range(count):
             st.last_chosen[objs[i]] = step
@@ -482,6 +490,8 @@ def replay(st, step0, start, layer, ptr, objects, row_ptr, row_experts, row_logi
             _access(st, step, obj)
         if sequential:
             st.scal[STAMP] += 2
+        for j in range(plan_ptr[s], plan_ptr[s + 1]):
+            st.hinted[plan_objects[j]] = step
         for j in range(plan_ptr[s], plan_ptr[s + 1]):
             _prefetch(st, step, plan_objects[j])
     return steps

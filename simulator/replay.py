@@ -20,6 +20,7 @@ from simulator import kernel as kn
 from simulator.cache import CacheConfig, ReferenceCache
 from simulator.hardware import Hardware, check_dtype, expert_sizes, params_per_expert
 from simulator.metrics import RunResult, summarize
+from simulator.mrc import belady_curve, lru_curve
 from simulator.policies import build_policy, policy_class
 from simulator.policies.base import TierView
 from simulator.policies.watermark import credit_density, distance_discount
@@ -208,12 +209,12 @@ class KernelDriver:
         heaps = layers if (cache.per_layer or cls.code == kn.LAYER_LRU) else 1
         per_heap = e if heaps > 1 else n
         values = {f.name: getattr(params, f.name) for f in fields(params)}
-        cfg = np.zeros(13, np.int64)
+        cfg = np.zeros(14, np.int64)
         cfg[[kn.POLICY, kn.PER_LAYER, kn.INCLUSIVE, kn.SEQUENTIAL, kn.CPU_COMPUTE, kn.HAS_RAM, kn.LAYERS, kn.EXPERTS,
-             kn.HEAPS, kn.DECAY_EVERY, kn.MAX_ITERS, kn.HAS_FUTURE, kn.ROUTING]] = [
+             kn.HEAPS, kn.DECAY_EVERY, kn.MAX_ITERS, kn.HAS_FUTURE, kn.ROUTING, kn.BYPASS]] = [
             cls.code, cache.per_layer, cache.inclusive, cache.sequential, cache.cpu_compute, ram is not None, layers, e,
             heaps, values.get("decay_every", 0), values.get("max_iters", 1), future is not None,
-            cache.routing_bonus is not None]
+            cache.routing_bonus is not None, values.get("bypass", 0)]
         ram_view = ram if ram is not None else vram
         caps = np.zeros((2, len(cache.vram)), np.int64)
         caps[0] = cache.vram
@@ -221,15 +222,16 @@ class KernelDriver:
             caps[1] = cache.ram
         gamma = values.get("gamma", 0.0)
         self.state = kn.KernelState(
-            cfg=cfg, fp=np.array([values.get("alpha", 0.0), values.get("eta", 0.0), cache.routing_bonus or 0.0]),
+            cfg=cfg, fp=np.array([values.get("alpha", 0.0), values.get("eta", 0.0), cache.routing_bonus or 0.0,
+                            values.get("lookahead_weight", 0.0)]),
             sizes=vram.sizes.astype(np.int64), cap=caps, used=np.zeros_like(caps), res=np.zeros((2, n), bool),
             cand=np.zeros((2, n), bool), key=np.zeros((2, n), np.int64), count=np.zeros((2, n), np.int64),
             hk=np.zeros((2, heaps, 4 * per_heap + 64), np.int64), ho=np.zeros((2, heaps, 4 * per_heap + 64), np.int32),
             hn=np.zeros((2, heaps), np.int64), stash_k=np.zeros(n, np.int64), stash_o=np.zeros(n, np.int32),
             p=np.zeros(n), dens=np.stack([credit_density(vram), credit_density(ram_view)]),
             disc=distance_discount(gamma, layers), lam=np.zeros((2, len(cache.vram))),
-            last_chosen=np.full(n, -1, np.int64), future=future if future is not None else np.zeros(n, np.int64),
-            pin=np.full(n, -1, np.int64), scal=np.array([0, 0, 0, -1, 0], np.int64),
+            last_chosen=np.full(n, -1, np.int64), hinted=np.full(n, -1, np.int64), future=future if future is not None else np.zeros(n, np.int64),
+            pin=np.full(n, -1, np.int64), scal=np.array([0, 0, 0, -1, 0, -1], np.int64),
             ev_step=np.zeros(EVENT_BUFFER, np.int64), ev_kind=np.zeros(EVENT_BUFFER, np.int8),
             ev_obj=np.zeros(EVENT_BUFFER, np.int32), routing=np.zeros(3), step_objs=np.zeros(n, np.int32),
             mark=np.full(n, -(1 << 62), np.int64))
@@ -317,3 +319,13 @@ def simulate(path: Path | str, config: SimConfig, progress: Callable[[int, int],
     return summarize(tally, driver.routing, trace=str(path), policy=config.policy, prefetch=config.prefetch,
                      vram_bytes=resolved.vram_bytes, ram_bytes=resolved.ram_bytes, model=meta.model,
                      preset=config.hardware.name, policy_params=repr(params), mode=resolved.mode)
+
+
+def miss_ratio_curves(trace: Trace) -> dict[str, object]:
+    """LRU and Belady miss ratios of plain demand caching at every capacity (in experts), one pass each."""
+    objects = access_stream(trace)
+    n = trace.meta.num_layers * trace.meta.num_experts
+    following, _ = next_uses(objects, n)
+    lru, belady = lru_curve(objects, n), belady_curve(objects, following, n)
+    return {"trace": str(trace.path), "accesses": len(objects), "compulsory": lru.compulsory,
+            "capacity": list(range(1, n + 1)), "lru": lru.ratios().tolist(), "belady": belady.ratios().tolist()}

@@ -8,7 +8,7 @@ import pytest
 
 from simulator.hardware import load_hardware
 from simulator.mrc import belady_curve, lru_curve
-from simulator.policies import REGISTRY
+from simulator.policies import REGISTRY, make_params
 from simulator.replay import NEVER, SimConfig, access_stream, next_uses, simulate
 from traces.model_specs import load_spec
 from traces.reader import open_trace
@@ -125,3 +125,13 @@ def test_one_pass_curves_equal_libcachesim_on_random_streams(tmp_path):
     for capacity in (1, 3, 10, 50, 150, 299):
         assert lru.at(capacity) == libcachesim_misses(objects, "lru", capacity, tmp_path)
         assert belady.at(capacity) == libcachesim_misses(objects, "belady", capacity, tmp_path)
+
+
+def test_belady_with_bypass_kernel_equals_reference(synth_trace):
+    params = make_params("belady", {"bypass": 1})
+    for options in (CONFIGS["global demand"], CONFIGS["per-layer two tiers"]):
+        fast, fast_events = replay_events(synth_trace, "fast", "belady", params=params, **options)
+        slow, slow_events = replay_events(synth_trace, "reference", "belady", params=params, **options)
+        np.testing.assert_array_equal(fast_events, slow_events)
+        plain, _ = replay_events(synth_trace, "fast", "belady", **options)
+        assert fast.vram_misses <= plain.vram_misses

@@ -1,6 +1,7 @@
 """The hooks every policy implements, and the view of a tier a policy is allowed to see.
 
-The core calls, per tier: `on_step` once per step (with the step's chosen objects), `on_hit` and
+The core calls, per tier: `on_step` once per step (with the step's chosen objects), `on_hint` with
+the prefetcher's prediction, `on_hit` and
 `on_insert` as objects are used or admitted, `on_remove` when they leave, `admit` before admitting,
 and `victim` until the incoming object fits. A policy never sees files, tensors or clocks; `tick`
 is the core's event counter. `KeyedPolicy` is the shared shape of policies that rank residents by
@@ -62,6 +63,9 @@ class Policy:
 
     def on_step(self, step: int, layer: int, objects: Sequence[int]) -> None:
         """A step at `layer` chose `objects` (called before any of them is looked up)."""
+
+    def on_hint(self, step: int, objects: Sequence[int]) -> None:
+        """The prefetcher expects `objects` at the next layer step (called before prefetching them)."""
 
     def on_hit(self, obj: int, tick: int) -> None:
         """`obj`, resident in this tier, was used."""

@@ -2,7 +2,8 @@
 density beats the tier's watermark.
 
 Per expert x = (l, e): p_x is an EWMA of "x was chosen when layer l ran" (weight `alpha`), D_x the
-number of layer steps until layer l runs next, and p_fuse = p_x * exp(-gamma * D_x). The credit of x
+number of layer steps until layer l runs next, and p_fuse = p_x * exp(-gamma * D_x); when the prefetcher predicts x for the next layer step, p_x is
+first fused with that prediction as 1 - (1 - p_x)(1 - w), w = `lookahead_weight`. The credit of x
 for this tier is b_x = p_fuse * C(x) / S(x), where C is the real time to bring x in from the tier
 below (PCIe for VRAM, NVMe for RAM, from the hardware preset) and S its size; it is divided by the
 tier's mean C/S so that the watermark lives on a 0..1 scale. Once per token (when the layer index
@@ -28,12 +29,14 @@ class WatermarkParams:
     gamma: float = 0.02  # discount per layer step of distance (the seed's default)
     eta: float = 0.05  # watermark step size, relative to capacity
     max_iters: int = 32  # subgradient steps per token at most
+    lookahead_weight: float = 0.5  # confidence given to the prefetcher's prediction when fusing
 
     def validate(self) -> WatermarkParams:
         check_range("alpha", self.alpha, 0.0, 1.0)
         check_range("gamma", self.gamma, 0.0)
         check_range("eta", self.eta, 0.0)
         check_range("max_iters", self.max_iters, 1)
+        check_range("lookahead_weight", self.lookahead_weight, 0.0, 1.0)
         return self
 
 
@@ -62,14 +65,23 @@ class WatermarkCredit(Policy):
         self.watermark = np.zeros(len(tier.capacity), np.float64)
         self.resident: set[int] = set()
         self.current = -1
+        self.step = -1
+        self.hinted = np.full(n, -1, np.int64)  # step at which the prefetcher last predicted each object
 
     def credit(self, obj: int) -> float:
         distance = (self.tier.layer_of(obj) - self.current) % self.tier.num_layers
-        return self.p[obj] * self.discount[distance] * self.density[obj]
+        p = self.p[obj]
+        if self.hinted[obj] == self.step:
+            p = 1.0 - (1.0 - p) * (1.0 - self.params.lookahead_weight)
+        return p * self.discount[distance] * self.density[obj]
+
+    def on_hint(self, step: int, objects: Sequence[int]) -> None:
+        self.hinted[list(objects)] = step
 
     def on_step(self, step: int, layer: int, objects: Sequence[int]) -> None:
         new_token = layer <= self.current
         self.current = layer
+        self.step = step
         e = self.tier.num_experts
         alpha = self.params.alpha
         chosen = set(int(x) for x in objects)
