@@ -18,6 +18,7 @@ from numba import njit
 from simulator import accounting as ac
 from simulator import kernel as kn
 from simulator.cache import CacheConfig, ReferenceCache
+from simulator.demand_kernel import DEMAND_POLICIES, N_EV, demand_replay
 from simulator.hardware import Hardware, check_dtype, expert_sizes, params_per_expert
 from simulator.metrics import RunResult, summarize
 from simulator.mrc import belady_curve, lru_curve
@@ -256,6 +257,51 @@ class KernelDriver:
         return self.state.routing.copy()
 
 
+class DemandDriver:
+    """Plain demand caching with LRU, FIFO, LFU or Belady: `simulator.demand_kernel`'s tight loop."""
+
+    def __init__(self, config: SimConfig, params: object, vram: TierView, ram: TierView | None,
+                 resolved: Resolved, future: np.ndarray | None) -> None:
+        n = vram.num_layers * vram.num_experts
+        self.policy = policy_class(config.policy).code
+        self.bypass = int(getattr(params, "bypass", 0))
+        self.capacity = int(resolved.cache.vram[0])
+        self.sizes = vram.sizes.astype(np.int64)
+        self.resident = np.zeros(n, bool)
+        self.key = np.zeros(n, np.int64)
+        self.count = np.zeros(n, np.int64)
+        self.future = future if future is not None else np.zeros(n, np.int64)
+        self.hk = np.zeros(4 * n + 64, np.int64)
+        self.ho = np.zeros(4 * n + 64, np.int32)
+        self.prev = np.full(n + 1, n, np.int32)  # circular list with sentinel n, empty
+        self.next = np.full(n + 1, n, np.int32)
+        self.scal = np.zeros(4, np.int64)
+        self.events = (np.zeros(EVENT_BUFFER, np.int64), np.zeros(EVENT_BUFFER, np.int8),
+                       np.zeros(EVENT_BUFFER, np.int32))
+
+    @staticmethod
+    def handles(config: SimConfig, params: object, resolved: Resolved) -> bool:
+        cache = resolved.cache
+        return (cache.sequential and cache.ram is None and not cache.per_layer and not cache.cpu_compute
+                and config.prefetch == "none" and cache.routing_bonus is None
+                and policy_class(config.policy).code in DEMAND_POLICIES and not getattr(params, "decay_every", 0))
+
+    def run(self, steps: Steps, acc_next: np.ndarray | None, prefetch: tuple[np.ndarray, np.ndarray], step0: int,
+            sink: Callable[[tuple[np.ndarray, np.ndarray, np.ndarray], int, int], None]) -> None:
+        nexts = acc_next if acc_next is not None else np.zeros(1, np.int64)
+        start = 0
+        while start < len(steps):
+            stop = demand_replay(self.policy, self.bypass, self.capacity, self.sizes, self.resident, self.key,
+                                 self.count, self.future, self.hk, self.ho, self.prev, self.next, self.scal, step0,
+                                 start, steps.ptr, steps.objects, nexts, *self.events)
+            n = self.scal[N_EV]
+            sink(tuple(a[:n] for a in self.events), start, stop)
+            self.scal[N_EV] = 0
+            start = stop
+
+    routing = np.zeros(3)
+
+
 def check(config: SimConfig, trace: Trace) -> None:
     """Combinations that cannot work, each one clear line."""
     cls = policy_class(config.policy)
@@ -287,7 +333,10 @@ def simulate(path: Path | str, config: SimConfig, progress: Callable[[int, int],
     try:
         live_future = future.first_use.copy() if future is not None else None
         vram, ram = tier_views(trace, sizes, config.hardware, resolved, live_future)
-        driver_cls = KernelDriver if config.engine == "fast" else ReferenceDriver
+        if config.engine == "reference":
+            driver_cls = ReferenceDriver
+        else:
+            driver_cls = DemandDriver if DemandDriver.handles(config, params, resolved) else KernelDriver
         driver = driver_cls(config, params, vram, ram, resolved, live_future)
         limit = config.prefetch_limit or meta.top_k
         prefetcher = make_prefetcher(config.prefetch, meta.num_layers, meta.num_experts, limit)

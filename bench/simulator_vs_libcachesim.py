@@ -1,0 +1,130 @@
+"""The simulator against libCacheSim on a 10-million-step trace shaped like Qwen3-30B-A3B.
+
+Plain demand caching (`--global --ram 0`, one request per expert, libCacheSim's semantics), where
+both must give the same misses (checked here too). Prints, for LRU, LFU and Belady at one capacity:
+requests per second of `moecache simulate` (from the Parquet trace, everything included) and of
+libCacheSim's `process_trace` (from its own binary trace, written beforehand and not timed), as a
+ratio. Then the time of a 32-point miss-ratio curve from our one-pass stack distances against 32
+libCacheSim runs, for LRU and Belady. Peak memory is measured before libCacheSim runs.
+Targets: >= 1.0x libCacheSim at one capacity, >= 10x for the curve, peak memory < 2 GB.
+Run: .venv/bin/python bench/simulator_vs_libcachesim.py [--steps N] [--capacity-share 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from simulator.hardware import load_hardware
+from simulator.mrc import belady_curve, lru_curve
+from simulator.replay import NEVER, SimConfig, access_stream, next_uses, simulate
+from traces.model_specs import load_spec
+from traces.reader import open_trace
+from traces.synth import SynthParams, synthesize
+
+POLICIES = ("lru", "lfu", "belady")
+RECORD = np.dtype([("t", "<u4"), ("id", "<u8"), ("size", "<u4"), ("next", "<i8")])
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_oracle(objects: np.ndarray, following: np.ndarray, path: Path) -> None:
+    """libCacheSim's oracleGeneral binary trace (timestamp, id, size, next access), in chunks."""
+    with path.open("wb") as f:
+        for start in range(0, len(objects), 1 << 22):
+            stop = min(start + (1 << 22), len(objects))
+            rows = np.zeros(stop - start, RECORD)
+            rows["t"] = np.arange(start, stop)
+            rows["id"] = objects[start:stop].astype(np.uint64) + 1
+            rows["size"] = 1
+            nxt = following[start:stop]
+            rows["next"] = np.where(nxt >= NEVER, -1, nxt)
+            rows.tofile(f)
+
+
+def libcachesim_run(lcs, policy: str, capacity: int, path: Path) -> tuple[float, float]:
+    cls = {"lru": lcs.LRU, "lfu": lcs.LFU, "belady": lcs.Belady}[policy]
+    reader = lcs.TraceReader(str(path), lcs.TraceType.ORACLE_GENERAL_TRACE)
+    start = time.perf_counter()
+    miss_ratio, _ = cls(capacity).process_trace(reader)
+    return time.perf_counter() - start, miss_ratio
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10_000_000)
+    parser.add_argument("--capacity-share", type=float, default=0.5, help="capacity as a share of all experts")
+    parser.add_argument("--points", type=int, default=32)
+    args = parser.parse_args()
+    import libcachesim as lcs
+
+    spec = load_spec("qwen3-30b-a3b")
+    tokens = 260
+    requests = -(-args.steps // (tokens * spec.num_layers))
+    hw = load_hardware("h100-pcie5")
+    n = spec.num_layers * spec.num_experts
+    capacity = int(n * args.capacity_share)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        trace_path = folder / "qwen3.parquet"
+        synthesize(spec, folder / "warm.parquet", SynthParams(requests=1, prompt_tokens=0, decode_tokens=8))
+        made = synthesize(spec, trace_path, SynthParams(requests=requests, prompt_tokens=0, decode_tokens=tokens))
+        print(f"trace: {made.rows:,} decode steps shaped like {spec.name} ({spec.num_layers} layers x "
+              f"{spec.num_experts} experts, top-{spec.top_k}); capacity {capacity:,} of {n:,} experts")
+        simulate(folder / "warm.parquet", SimConfig(policy="lru", hardware=hw, vram_experts=capacity, ram_bytes=0))
+        ours = {}
+        for policy in POLICIES:
+            config = SimConfig(policy=policy, hardware=hw, vram_experts=capacity, ram_bytes=0)
+            start = time.perf_counter()
+            result = simulate(trace_path, config)
+            ours[policy] = (time.perf_counter() - start, result)
+        trace = open_trace(trace_path)
+        start = time.perf_counter()
+        objects = access_stream(trace)
+        following, _ = next_uses(objects, n)
+        prepare = time.perf_counter() - start
+        points = np.unique(np.linspace(1, n, args.points).round().astype(int))
+        start = time.perf_counter()
+        lru = lru_curve(objects, n)
+        lru_s = time.perf_counter() - start
+        start = time.perf_counter()
+        belady = belady_curve(objects, following, n)
+        belady_s = time.perf_counter() - start
+        our_peak = peak_mib()
+        oracle = folder / "requests.oracleGeneral"
+        write_oracle(objects, following, oracle)
+        accesses = len(objects)
+        del objects, following
+
+        print(f"\nrequests (expert accesses): {accesses:,}")
+        print(f"{'policy':8} {'moecache s':>11} {'req/s':>13} {'libCacheSim s':>14} {'req/s':>13} {'ratio':>7}  misses")
+        for policy in POLICIES:
+            seconds, result = ours[policy]
+            theirs, ratio = libcachesim_run(lcs, policy, capacity, oracle)
+            same = "equal" if round(ratio * accesses) == result.vram_misses else f"DIFFER {round(ratio * accesses):,}"
+            print(f"{policy:8} {seconds:11.2f} {accesses / seconds:13,.0f} {theirs:14.2f} {accesses / theirs:13,.0f} "
+                  f"{theirs / seconds:6.2f}x  {result.vram_misses:,} ({same})")
+
+        print(f"\n{len(points)}-point miss-ratio curve (one pass; access stream + next uses took {prepare:.2f} s, "
+              "included below)")
+        for name, curve, seconds in (("lru", lru, lru_s), ("belady", belady, belady_s)):
+            runs = 0.0
+            for capacity_point in points:
+                theirs, ratio = libcachesim_run(lcs, name, int(capacity_point), oracle)
+                runs += theirs
+                assert round(ratio * accesses) == curve.at(int(capacity_point)), (name, capacity_point)
+            total = seconds + prepare
+            print(f"{name:8} one pass {total:8.2f} s   {len(points)} libCacheSim runs {runs:8.2f} s   "
+                  f"{runs / total:6.1f}x  (all {len(points)} points equal)")
+    print(f"\npeak RSS of moecache's part: {our_peak:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
