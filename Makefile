@@ -33,6 +33,8 @@ demo: install
 		cp data/samples/mixtral-synth.parquet $(DEMO)/gsm8k.parquet; \
 	fi
 	$(VENV)/bin/moecache traces stats $(DEMO)/tiny.parquet $(DEMO)/gsm8k.parquet data/samples/mixtral-synth.parquet
+	$(VENV)/bin/moecache simulate $(DEMO)/gsm8k.parquet -p lru -p lfu -p watermark --per-layer --vram-experts 4 \
+		--ram-experts 8 --prefetch transitions -o $(DEMO)/runs.parquet
 
 test: install
 	$(PY) -m pytest -q
@@ -40,6 +42,7 @@ test: install
 bench: install
 	$(PY) bench/record_overhead.py
 	$(PY) bench/synth_speed.py
+	$(PY) bench/simulator_vs_libcachesim.py
 
 clean:
 	rm -rf build $(VENV) *.egg-info

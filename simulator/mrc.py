@@ -107,11 +107,10 @@ def _seg_set(tree, size, pos, value):
 
 
 @njit(cache=True)
-def _seg_first_greater(tree, size, lo, hi, value):
+def _seg_first_greater(tree, size, lo, hi, value, left, right):
     """Smallest position p in [lo, hi) whose value is > `value`, or -1: visit the O(log n) nodes that
-    cover the range from left to right, then descend into the first one whose maximum is > value."""
-    left = np.empty(64, np.int64)
-    right = np.empty(64, np.int64)
+    cover the range from left to right (`left`, `right`: scratch), then descend into the first one
+    whose maximum is > value."""
     n_left = n_right = 0
     lo += size
     hi += size
@@ -146,6 +145,8 @@ def _opt_depths(objects, next_use, num_objects):
     depths = np.zeros(num_objects, np.int64)
     height = 0
     cold = 0
+    left = np.empty(64, np.int64)
+    right = np.empty(64, np.int64)
     for a in range(objects.shape[0]):
         obj = objects[a]
         nxt = next_use[a]
@@ -161,7 +162,7 @@ def _opt_depths(objects, next_use, num_objects):
             value = tree[size]
             i = 0
             while True:
-                j = _seg_first_greater(tree, size, i + 1, d, value)
+                j = _seg_first_greater(tree, size, i + 1, d, value, left, right)
                 if j < 0:
                     break
                 other = stack[j]

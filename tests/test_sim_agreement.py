@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.hardware import load_hardware
+from simulator.hardware import expert_sizes, load_hardware
 from simulator.mrc import belady_curve, lru_curve
 from simulator.policies import REGISTRY, make_params
-from simulator.replay import NEVER, SimConfig, access_stream, next_uses, simulate
+from simulator.replay import NEVER, DemandDriver, SimConfig, access_stream, next_uses, resolve, simulate
 from traces.model_specs import load_spec
 from traces.reader import open_trace
 from traces.synth import SynthParams, synthesize
@@ -135,3 +135,16 @@ def test_belady_with_bypass_kernel_equals_reference(synth_trace):
         np.testing.assert_array_equal(fast_events, slow_events)
         plain, _ = replay_events(synth_trace, "fast", "belady", **options)
         assert fast.vram_misses <= plain.vram_misses
+
+
+@pytest.mark.parametrize("policy", ["lru", "fifo", "lfu", "belady"])
+def test_demand_caching_takes_the_tight_loop(synth_trace, policy):
+    """So the event-for-event test's "global demand" case checks simulator.demand_kernel."""
+    trace = open_trace(synth_trace)
+    sizes = expert_sizes(trace.meta)
+
+    def takes(options):
+        config = SimConfig(policy=policy, hardware=HW, **options)
+        return DemandDriver.handles(config, make_params(policy), resolve(config, trace, sizes))
+
+    assert takes(CONFIGS["global demand"]) and not takes(CONFIGS["per-layer two tiers"])
