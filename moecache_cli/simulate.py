@@ -102,7 +102,7 @@ def command(
       [bold]moecache simulate qwen3.parquet -p lfu --vram 8GiB --ram 32GiB --preset laptop-8gb --prefetch lookahead[/]
       [bold]moecache simulate gsm8k.parquet -p fifo --global --ram 0 --vram-experts 64 --json[/]  (libCacheSim's setting)
 
-    Several policies and traces print side by side, with Belady (the offline optimum) as the bound.
+    Several policies print side by side (one table per trace), with Belady as the bound.
     """
     unknown = [p for p in policy if p not in REGISTRY]
     if unknown:
@@ -148,16 +148,14 @@ def _print(results: list[RunResult]) -> None:
         ("preset", first.preset), ("model", first.model), ("vram", render.human_bytes(first.vram_bytes)),
         ("ram", render.human_bytes(first.ram_bytes) if first.ram_bytes else "none (NVMe only)"),
         ("mode", first.mode), ("prefetch", first.prefetch), ("accesses", first.accesses)])
-    names = [f"{Path(r.trace).stem}\n{r.policy}{' (bound)' if 'bypass=1' in r.policy_params else ''}"
-             for r in results]
-    rows = []
-    for key in SHOWN:
-        values = [getattr(r, key) for r in results]
-        if key in BYTES:
-            values = [render.human_bytes(v) for v in values]
-        rows.append([key, *values])
-    render.grid("simulation", ["metric", *names], rows)
-
+    for trace in dict.fromkeys(r.trace for r in results):  # one table per trace, policies side by side
+        runs = [r for r in results if r.trace == trace]
+        names = [f"{r.policy}{' (bound)' if 'bypass=1' in r.policy_params else ''}" for r in runs]
+        rows = []
+        for key in SHOWN:
+            values = [getattr(r, key) for r in runs]
+            rows.append([key, *([render.human_bytes(v) for v in values] if key in BYTES else values)])
+        render.grid(f"simulation: {trace}", ["metric", *names], rows)
 
 def _print_curves(curves: list[dict[str, object]], json_out: bool) -> None:
     if json_out:
