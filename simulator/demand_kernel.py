@@ -14,7 +14,8 @@ import numpy as np
 from numba import njit
 
 from simulator import events as ev
-from simulator.kernel import BELADY, COUNT_SHIFT, FIFO, LFU, LRU, _sift_down, _sift_up
+from simulator.heap import sift_down, sift_up
+from simulator.kernel import BELADY, COUNT_SHIFT, FIFO, LFU, LRU
 
 DEMAND_POLICIES = (LRU, FIFO, LFU, BELADY)
 # scalar state
@@ -30,7 +31,7 @@ def _rebuild(resident, key, hk, ho):
             ho[n] = obj
             n += 1
     for i in range(n // 2 - 1, -1, -1):
-        _sift_down(hk, ho, n, i)
+        sift_down(hk, ho, n, i)
     return n
 
 
@@ -81,7 +82,7 @@ def demand_replay(policy, bypass, capacity, sizes, resident, key, count, future,
                     if hn == heap_cap:
                         hn = _rebuild(resident, key, hk, ho)
                     hk[hn], ho[hn] = key[obj], obj
-                    _sift_up(hk, ho, hn)
+                    sift_up(hk, ho, hn)
                     hn += 1
                 ev_step[n_ev], ev_kind[n_ev], ev_obj[n_ev] = step, ev.HIT, obj
                 n_ev += 1
@@ -98,7 +99,7 @@ def demand_replay(policy, bypass, capacity, sizes, resident, key, count, future,
                         break
                     hn -= 1
                     hk[0], ho[0] = hk[hn], ho[hn]
-                    _sift_down(hk, ho, hn, 0)
+                    sift_down(hk, ho, hn, 0)
                 if victim < 0 or (bypass and future[obj] > future[victim]):
                     admitted = False
                     break
@@ -125,7 +126,7 @@ def demand_replay(policy, bypass, capacity, sizes, resident, key, count, future,
                     if hn == heap_cap:
                         hn = _rebuild(resident, key, hk, ho)
                     hk[hn], ho[hn] = key[obj], obj
-                    _sift_up(hk, ho, hn)
+                    sift_up(hk, ho, hn)
                     hn += 1
             ev_step[n_ev], ev_kind[n_ev], ev_obj[n_ev] = step, ev.LOAD_NVME if admitted else ev.STAGE_NVME, obj
             n_ev += 1

@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit
 
 from simulator import events as ev
+from simulator.heap import sift_down, sift_up
 from simulator.routing import reroute
 
 LRU, FIFO, LFU, BELADY, AFFINITY, LAYER_LRU, WATERMARK = range(7)
@@ -82,38 +83,6 @@ def _heap_of(st, obj):
 
 
 @njit(cache=True)
-def _less(k1, o1, k2, o2):
-    return k1 < k2 or (k1 == k2 and o1 < o2)
-
-
-@njit(cache=True)
-def _sift_up(hk, ho, i):
-    while i > 0:
-        parent = (i - 1) // 2
-        if not _less(hk[i], ho[i], hk[parent], ho[parent]):
-            break
-        hk[i], hk[parent] = hk[parent], hk[i]
-        ho[i], ho[parent] = ho[parent], ho[i]
-        i = parent
-
-
-@njit(cache=True)
-def _sift_down(hk, ho, n, i):
-    while True:
-        left = 2 * i + 1
-        if left >= n:
-            break
-        child = left
-        if left + 1 < n and _less(hk[left + 1], ho[left + 1], hk[left], ho[left]):
-            child = left + 1
-        if not _less(hk[child], ho[child], hk[i], ho[i]):
-            break
-        hk[i], hk[child] = hk[child], hk[i]
-        ho[i], ho[child] = ho[child], ho[i]
-        i = child
-
-
-@njit(cache=True)
 def _rebuild(st, t, h):
     """Drop stale entries of heap (t, h): one live entry per candidate, then heapify."""
     hk, ho = st.hk[t, h], st.ho[t, h]
@@ -124,7 +93,7 @@ def _rebuild(st, t, h):
             ho[n] = obj
             n += 1
     for i in range(n // 2 - 1, -1, -1):
-        _sift_down(hk, ho, n, i)
+        sift_down(hk, ho, n, i)
     st.hn[t, h] = n
 
 
@@ -137,7 +106,7 @@ def _push(st, t, obj):
     st.hk[t, h, n] = st.key[t, obj]
     st.ho[t, h, n] = obj
     st.hn[t, h] = n + 1
-    _sift_up(st.hk[t, h], st.ho[t, h], n)
+    sift_up(st.hk[t, h], st.ho[t, h], n)
 
 
 @njit(cache=True)
@@ -166,12 +135,12 @@ def _pop_victim(st, t, h):
         n = st.hn[t, h] - 1
         hk[0], ho[0] = hk[n], ho[n]
         st.hn[t, h] = n
-        _sift_down(hk, ho, n, 0)
+        sift_down(hk, ho, n, 0)
     for i in range(stashed):
         n = st.hn[t, h]
         hk[n], ho[n] = st.stash_k[i], st.stash_o[i]
         st.hn[t, h] = n + 1
-        _sift_up(hk, ho, n)
+        sift_up(hk, ho, n)
     return victim
 
 

@@ -11,6 +11,10 @@ single tier, one request per expert, equal expert sizes), where results equal li
   walking down to d, each position keeps the sooner-used of (itself, the carried object), so only
   positions whose next use beats everything above them change. A max segment tree over positions
   finds each such position in O(log n), so a step costs O(log n) per changed position.
+- Belady at a few chosen capacities (`belady_points`, e.g. a 32-point curve): the same stack cut
+  into buckets at those capacities. An access found in bucket k misses in every smaller cache, each
+  of which gives up its member used furthest ahead; that carry passes bucket by bucket through one
+  lazy max-heap per bucket, so a step costs O(k log n) whatever the depth.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+
+from simulator.heap import sift_down, sift_up
 
 
 @dataclass
@@ -185,3 +191,118 @@ def belady_curve(objects: np.ndarray, next_use: np.ndarray, num_objects: int) ->
     depths, cold = _opt_depths(np.ascontiguousarray(objects, np.int32), np.ascontiguousarray(next_use, np.int64),
                                num_objects)
     return _curve("belady", depths, cold, len(objects))
+
+
+@njit(cache=True)
+def _bucket_rebuild(b, bucket_of, value, hk, ho, hn):
+    n = 0
+    for obj in range(bucket_of.shape[0]):
+        if bucket_of[obj] == b:
+            hk[b, n] = -value[obj]  # max-heap by next use, as a min-heap of negatives
+            ho[b, n] = obj
+            n += 1
+    for i in range(n // 2 - 1, -1, -1):
+        sift_down(hk[b], ho[b], n, i)
+    hn[b] = n
+
+
+@njit(cache=True)
+def _bucket_push(b, obj, bucket_of, value, hk, ho, hn):
+    if hn[b] == hk.shape[1]:
+        _bucket_rebuild(b, bucket_of, value, hk, ho, hn)
+    i = hn[b]
+    hk[b, i] = -value[obj]
+    ho[b, i] = obj
+    hn[b] = i + 1
+    sift_up(hk[b], ho[b], i)
+
+
+@njit(cache=True)
+def _bucket_top(b, bucket_of, value, hk, ho, hn):
+    """The member of bucket b used furthest ahead (ties: lower id), left in place; stale entries dropped."""
+    while hn[b] > 0:
+        key, obj = hk[b, 0], ho[b, 0]
+        if bucket_of[obj] == b and -value[obj] == key:
+            return obj
+        n = hn[b] - 1
+        hk[b, 0], ho[b, 0] = hk[b, n], ho[b, n]
+        hn[b] = n
+        sift_down(hk[b], ho[b], n, 0)
+    return -1
+
+
+@njit(cache=True)
+def _bucket_replace_top(b, obj, bucket_of, value, hk, ho, hn):
+    """Put `obj` in place of bucket b's top entry (which leaves) and restore the heap."""
+    hk[b, 0] = -value[obj]
+    ho[b, 0] = obj
+    sift_down(hk[b], ho[b], hn[b], 0)
+
+
+@njit(cache=True)
+def _opt_buckets(objects, next_use, num_objects, bounds):
+    """Belady at the capacities `bounds` (ascending) in one pass: the priority stack cut into buckets
+    between consecutive capacities. An access at bucket k misses in every cache below it; each of
+    those caches gives up its member used furthest ahead, which is the max of its last bucket after
+    the carry from above arrives, so the carry passes bucket by bucket through per-bucket heaps."""
+    buckets = bounds.shape[0] + 1  # the last one is unbounded
+    room = np.empty(buckets, np.int64)
+    room[0] = bounds[0]
+    for b in range(1, buckets - 1):
+        room[b] = bounds[b] - bounds[b - 1]
+    room[buckets - 1] = num_objects + 1
+    width = 2 * max(room[:buckets - 1].max(), 1) + 64
+    hk = np.zeros((buckets, max(width, 2 * num_objects + 64)), np.int64)
+    ho = np.zeros((buckets, hk.shape[1]), np.int32)
+    hn = np.zeros(buckets, np.int64)
+    size = np.zeros(buckets, np.int64)
+    bucket_of = np.full(num_objects, -1, np.int64)
+    value = np.zeros(num_objects, np.int64)
+    hist = np.zeros(buckets + 1, np.int64)  # hist[k]: accesses found in bucket k; hist[-1]: first uses
+    for a in range(objects.shape[0]):
+        obj = objects[a]
+        k = bucket_of[obj]
+        hist[k if k >= 0 else buckets] += 1
+        if k == 0:
+            value[obj] = next_use[a]
+            _bucket_push(0, obj, bucket_of, value, hk, ho, hn)
+            continue
+        if k > 0:
+            size[k] -= 1
+        bucket_of[obj] = -2  # in transit
+        carry = -1
+        if size[0] == room[0]:
+            carry = _bucket_top(0, bucket_of, value, hk, ho, hn)
+            value[obj] = next_use[a]
+            _bucket_replace_top(0, obj, bucket_of, value, hk, ho, hn)
+        else:
+            value[obj] = next_use[a]
+            size[0] += 1
+            _bucket_push(0, obj, bucket_of, value, hk, ho, hn)
+        bucket_of[obj] = 0
+        b = 1
+        while carry >= 0:
+            if b == k or size[b] < room[b]:  # the bucket x left, or one not yet full, keeps the carry
+                bucket_of[carry] = b
+                size[b] += 1
+                _bucket_push(b, carry, bucket_of, value, hk, ho, hn)
+                break
+            top = _bucket_top(b, bucket_of, value, hk, ho, hn)
+            if value[carry] < value[top] or (value[carry] == value[top] and carry > top):
+                bucket_of[carry] = b  # the bucket's own furthest member moves on instead
+                bucket_of[top] = -2
+                _bucket_replace_top(b, carry, bucket_of, value, hk, ho, hn)
+                carry = top
+            b += 1
+    return hist
+
+
+def belady_points(objects: np.ndarray, next_use: np.ndarray, num_objects: int,
+                  capacities: np.ndarray) -> np.ndarray:
+    """Belady misses at each of `capacities` (ascending, distinct) from one pass; cheaper than the full
+    curve when only a few points are wanted."""
+    bounds = np.asarray(capacities, np.int64)
+    hist = _opt_buckets(np.ascontiguousarray(objects, np.int32), np.ascontiguousarray(next_use, np.int64),
+                        num_objects, bounds)
+    deeper = hist[::-1].cumsum()[::-1]  # deeper[k] = accesses in bucket >= k, first uses included
+    return deeper[1:len(bounds) + 1]

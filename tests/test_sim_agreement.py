@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from simulator.hardware import expert_sizes, load_hardware
-from simulator.mrc import belady_curve, lru_curve
+from simulator.mrc import belady_curve, belady_points, lru_curve
 from simulator.policies import REGISTRY, make_params
 from simulator.replay import NEVER, DemandDriver, SimConfig, access_stream, next_uses, resolve, simulate
 from traces.model_specs import load_spec
@@ -148,3 +148,15 @@ def test_demand_caching_takes_the_tight_loop(synth_trace, policy):
         return DemandDriver.handles(config, make_params(policy), resolve(config, trace, sizes))
 
     assert takes(CONFIGS["global demand"]) and not takes(CONFIGS["per-layer two tiers"])
+
+
+def test_belady_at_chosen_capacities_equals_the_full_curve_and_libcachesim(tmp_path):
+    rng = np.random.default_rng(11)
+    objects = (rng.zipf(1.1, 30_000) % 400).astype(np.int32)
+    following, _ = next_uses(objects, 400)
+    capacities = np.array([1, 2, 7, 40, 111, 250, 399, 400])
+    points = belady_points(objects, following, 400, capacities)
+    full = belady_curve(objects, following, 400)
+    assert points.tolist() == [full.at(c) for c in capacities]
+    for capacity, misses in zip(capacities[:5], points[:5]):
+        assert misses == libcachesim_misses(objects, "belady", int(capacity), tmp_path)
