@@ -150,16 +150,18 @@ class Future:
     def __init__(self, trace: Trace) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="moecache-future-")
         folder = Path(self._dir.name)
-        total = sum(len(c) for c in access_chunks(trace))
-        shape = (max(total, 1),)
-        objects = np.lib.format.open_memmap(folder / "objects.npy", mode="w+", dtype=np.int32, shape=shape)
-        at = 0
-        for chunk in access_chunks(trace):
-            objects[at:at + len(chunk)] = chunk
-            at += len(chunk)
-        self.next_use = np.lib.format.open_memmap(folder / "next.npy", mode="w+", dtype=np.int64, shape=shape)
+        total = 0
+        with (folder / "objects.bin").open("wb") as f:  # one pass over the trace, appended as it goes
+            for chunk in access_chunks(trace):
+                f.write(chunk.astype(np.int32).tobytes())
+                total += len(chunk)
+        objects = np.memmap(folder / "objects.bin", dtype=np.int32, mode="r", shape=(total,)) if total \
+            else np.zeros(0, np.int32)
+        self.next_use = np.lib.format.open_memmap(folder / "next.npy", mode="w+", dtype=np.int64,
+                                                  shape=(max(total, 1),))
         self.first_use = np.full(trace.meta.num_layers * trace.meta.num_experts, NEVER, np.int64)
-        _next_uses(objects[:total], self.next_use[:total], self.first_use)
+        _next_uses(objects, self.next_use[:total], self.first_use)
+        del objects
 
     def close(self) -> None:
         self._dir.cleanup()

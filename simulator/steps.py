@@ -108,7 +108,7 @@ def iter_steps(trace: Trace, logits: bool = False, lookahead: bool = False) -> I
     """Steps of a trace, one row group at a time (memory bounded by the largest row group)."""
     meta = trace.meta
     held: TraceArrays | None = None
-    for part in trace.iter_arrays(logits=logits, lookahead=lookahead):
+    for part in trace.iter_arrays(logits=logits, lookahead=lookahead, weights=False):
         if held is not None and len(held):
             part = TraceArrays.concat([held, part])
         whole, held = _split_last_step(part)

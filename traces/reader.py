@@ -29,7 +29,7 @@ class TraceArrays:
     phase: np.ndarray  # (N,) int8: 0 prefill, 1 decode
     layer: np.ndarray  # (N,) int16
     experts: np.ndarray  # (N, K) int16, router order
-    weights: np.ndarray  # (N, K) float32
+    weights: np.ndarray | None  # (N, K) float32; None when not read
     logits: np.ndarray | None = None  # (N, E) float16
     lookahead: np.ndarray | None = None  # (N, K) int16, -1 rows where there is no next layer
 
@@ -56,9 +56,11 @@ class Trace:
     has_logits: bool
     has_lookahead: bool
 
-    def iter_arrays(self, logits: bool = False, lookahead: bool = False) -> Iterator[TraceArrays]:
-        """Yield one TraceArrays per Parquet row group (constant memory for any trace size)."""
-        columns = ["request", "token", "phase", "layer", "experts", "weights"]
+    def iter_arrays(self, logits: bool = False, lookahead: bool = False, weights: bool = True
+                    ) -> Iterator[TraceArrays]:
+        """Yield one TraceArrays per Parquet row group (constant memory for any trace size); the
+        simulator skips the weights it does not need."""
+        columns = ["request", "token", "phase", "layer", "experts"] + (["weights"] if weights else [])
         if logits:
             self._require("logits", self.has_logits, "record with --logits")
             columns.append("logits")
@@ -102,7 +104,8 @@ class Trace:
             phase=phase,
             layer=layer,
             experts=experts,
-            weights=_matrix(table.column("weights"), meta.top_k, np.float32, "weights", where),
+            weights=_matrix(table.column("weights"), meta.top_k, np.float32, "weights", where)
+            if "weights" in table.column_names else None,
         )
         if "logits" in table.column_names:
             arrays.logits = _matrix(table.column("logits"), meta.num_experts, np.float16, "logits", where)
