@@ -88,6 +88,7 @@ def _account(ev_step, ev_kind, ev_obj, step0, layer, tokens, decode, new_token, 
         gpu_time = 0.0
         cpu_time = 0.0
         per_expert = tokens[s] * top_k / max(count[s], 1)
+        fill_from = t0  # a background copy to VRAM starts once its expert is in RAM
         while i < n_events and ev_step[i] == step0 + s:
             kind, obj = ev_kind[i], ev_obj[i]
             i += 1
@@ -118,10 +119,13 @@ def _account(ev_step, ev_kind, ev_obj, step0, layer, tokens, decode, new_token, 
                 counters[C_NVME_BYTES] += b
                 counters[C_PCIE_BYTES] += b
             elif kind == ev.CPU_NVME:
-                ready_cpu = max(ready_cpu, _link(times, T_NVME_FREE, t0, nvme_s[obj]))
+                fill_from = _link(times, T_NVME_FREE, t0, nvme_s[obj])
+                ready_cpu = max(ready_cpu, fill_from)
                 counters[C_NVME_BYTES] += b
+            elif kind == ev.CPU_RAM:
+                fill_from = t0
             elif kind == ev.PREFETCH_RAM or kind == ev.FILL:
-                arrival[obj] = _link(times, T_PCIE_FREE, t0, pcie_s[obj])
+                arrival[obj] = _link(times, T_PCIE_FREE, fill_from if kind == ev.FILL else t0, pcie_s[obj])
                 counters[C_PCIE_BYTES] += b
             elif kind == ev.PREFETCH_NVME:
                 arrival[obj] = _link(times, T_PCIE_FREE, _link(times, T_NVME_FREE, t0, nvme_s[obj]), pcie_s[obj])
