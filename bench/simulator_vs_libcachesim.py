@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from simulator.future import NEVER, access_stream, next_uses
 from simulator.hardware import load_hardware
 from simulator.mrc import belady_points, lru_curve
-from simulator.replay import NEVER, SimConfig, access_stream, next_uses, simulate
+from simulator.replay import SimConfig, simulate
 from traces.model_specs import load_spec
 from traces.reader import open_trace
 from traces.synth import SynthParams, synthesize

@@ -6,10 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from simulator.config import resolve
+from simulator.drivers import DemandDriver
+from simulator.future import NEVER, access_stream, next_uses
 from simulator.hardware import expert_sizes, load_hardware
 from simulator.mrc import belady_curve, belady_points, lru_curve
 from simulator.policies import REGISTRY, make_params
-from simulator.replay import NEVER, DemandDriver, SimConfig, access_stream, next_uses, resolve, simulate
+from simulator.replay import SimConfig, simulate
 from traces.model_specs import load_spec
 from traces.reader import open_trace
 from traces.synth import SynthParams, synthesize
