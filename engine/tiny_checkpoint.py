@@ -17,6 +17,7 @@ from transformers.utils import logging as hf_logging
 
 from traces.atomic import check_writable
 from traces.errors import MoecacheError
+from traces.model_specs import ARCHITECTURES
 
 SPECIAL_TOKENS = ("<s>", "</s>", "<pad>")
 VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
@@ -46,9 +47,6 @@ def _moe_fields(arch: str, experts: int, top_k: int, hidden: int) -> dict:
             fields["norm_topk_prob"] = True
         return fields
     raise MoecacheError(f"unknown architecture '{arch}'; choose one of {', '.join(ARCHITECTURES)}")
-
-
-ARCHITECTURES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "deepseek_v2", "deepseek_v3")
 
 
 def tiny_config(arch: str, *, layers: int = 4, experts: int = 8, top_k: int = 2, hidden: int = 64,

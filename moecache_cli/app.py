@@ -6,7 +6,8 @@ import sys
 
 import typer
 
-from moecache_cli import checkpoint, record, simulate, traces_import, traces_info, traces_stats, traces_synth
+from moecache_cli import (calibrate, checkpoint, pack, record, run, simulate, traces_import, traces_info, traces_stats,
+                          traces_synth)
 from traces.errors import MoecacheError
 
 try:  # recent Typer vendors its own click; older versions use click itself
@@ -28,6 +29,9 @@ checkpoint_app = typer.Typer(help="Make local checkpoints to try moecache withou
 
 app.command("record")(record.command)
 app.command("simulate")(simulate.command)
+app.command("run")(run.command)
+app.command("pack")(pack.command)
+app.command("calibrate")(calibrate.command)
 app.add_typer(traces_app, name="traces")
 app.add_typer(checkpoint_app, name="checkpoint")
 traces_app.command("import")(traces_import.command)

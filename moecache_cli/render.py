@@ -6,8 +6,10 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 console = Console()
@@ -79,3 +81,42 @@ def progress_bar(label: str, unit: str, enabled: bool = True) -> Iterator[Callab
     finally:
         if bar.live.is_started:
             bar.stop()
+
+
+@contextmanager
+def live_run(title: str, enabled: bool = True) -> Iterator[Callable[[object], None]]:
+    """A live table for `moecache run`, refreshed from the engine's snapshots (`engine.replay.Snapshot`);
+    yields the `update(snapshot)` callback. It appears at the first snapshot."""
+    live = Live(console=err_console, refresh_per_second=8, transient=False)
+
+    def update(snap: object) -> None:
+        if not enabled:
+            return
+        if not live.is_started:
+            live.start()
+        live.update(_run_view(title, snap))
+
+    try:
+        yield update
+    finally:
+        if live.is_started:
+            live.stop()
+
+
+def _run_view(title: str, snap) -> Group:
+    c, m = snap.counters, snap.measured
+    done = f"{snap.rows_done:,}/{snap.rows_total:,} rows, {snap.steps:,} steps, {snap.elapsed_s:.1f} s"
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_column(justify="right")
+    for name, resident, capacity in snap.tiers:
+        if capacity:
+            table.add_row(name, f"{resident:,} / {capacity:,} experts", f"{resident / capacity:.0%} full")
+    table.add_row("hit rate", f"{c['hit_rate']:.4f}", f"{c['accesses']:,} accesses")
+    table.add_row("NVMe -> RAM", human_bytes(m["bytes_nvme"]), f"{m['nvme_gbps']:.2f} GB/s")
+    table.add_row("RAM -> VRAM", human_bytes(m["bytes_pcie"]), f"{m['pcie_gbps']:.2f} GB/s")
+    table.add_row("demand stalls", f"p50 {m['stall_p50_ms']:.3f} ms", f"p99 {m['stall_p99_ms']:.3f} ms")
+    table.add_row("prefetch", f"accuracy {c['prefetch_accuracy']:.3f}", f"coverage {c['prefetch_coverage']:.3f}")
+    table.add_row("speed", f"{m['steps_per_s']:,.0f} steps/s", f"{m['time_per_token_s'] * 1e3:.2f} ms/token")
+    return Group(ProgressBar(total=max(snap.rows_total, 1), completed=snap.rows_done, width=60), done, table)

@@ -10,14 +10,14 @@ import numpy as np
 import typer
 
 from moecache_cli import render
-from moecache_cli.options import Json, Quiet, parse_size
-from simulator.hardware import available_presets, load_hardware
+from moecache_cli.cache_options import (DEFAULT_PRESET, CpuCompute, Exclusive, Param, PerLayer, Prefetch,
+                                        PrefetchLimit, Preset, Ram, RamExperts, Vram, VramExperts, cache_fields,
+                                        check_policies, policy_params)
+from moecache_cli.options import Json, Quiet
 from simulator.metrics import RunResult, write_parquet
 from simulator.policies import REGISTRY, make_params
-from simulator.prefetchers import PREFETCHERS
 from simulator.replay import SimConfig, miss_ratio_curves, simulate
 from traces.atomic import check_writable
-from traces.errors import MoecacheError
 from traces.reader import open_trace
 
 BOUND = "belady"
@@ -28,59 +28,25 @@ SHOWN = ("hit_rate", "vram_hits", "vram_misses", "compulsory_misses", "capacity_
 BYTES = ("bytes_nvme_to_ram", "bytes_ram_to_vram")
 
 
-def _params(policy: str, pairs: list[str]) -> object:
-    """Apply each --param KEY=VALUE that the policy has; a key no chosen policy has is an error elsewhere."""
-    cls_fields = REGISTRY[policy].Params.__dataclass_fields__
-    wanted = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise MoecacheError(f"--param {pair!r}: expected KEY=VALUE, e.g. --param alpha=0.3")
-        if key.strip() in cls_fields:
-            wanted[key.strip()] = value.strip()
-    return make_params(policy, wanted)
-
-
-def _check_params(policies: list[str], pairs: list[str]) -> None:
-    known = {name for p in policies for name in REGISTRY[p].Params.__dataclass_fields__}
-    for pair in pairs:
-        key = pair.partition("=")[0].strip()
-        if key not in known:
-            raise MoecacheError(f"--param {key}: none of the chosen policies ({', '.join(policies)}) has it; "
-                                f"their parameters: {', '.join(sorted(known)) or 'none'}")
-
-
 def command(
     traces: Annotated[list[Path], typer.Argument(help="One or more traces (.parquet).", show_default=False)],
     policy: Annotated[list[str], typer.Option("--policy", "-p", help=f"Policy (repeatable): {', '.join(REGISTRY)}.")]
     = ["lru"],  # noqa: B006 - Typer needs a list default
-    param: Annotated[list[str], typer.Option("--param", help="Policy parameter KEY=VALUE (repeatable), e.g. "
-                                                            "alpha=0.3, gamma=0.02, eta=0.05, decay=0.99, "
-                                                            "decay_every=1000.")] = [],  # noqa: B006
-    preset: Annotated[str, typer.Option(help=f"Hardware preset: {', '.join(available_presets())}, or a .toml "
-                                             "path.")] = "desktop-24gb-pcie4",
-    vram: Annotated[str | None, typer.Option(help="VRAM for experts, e.g. 4GiB (default: the preset's). Includes "
-                                                  "the staging buffer of one expert.")] = None,
-    vram_experts: Annotated[int | None, typer.Option(help="VRAM in experts instead of bytes (per layer with "
-                                                          "--per-layer).")] = None,
-    ram: Annotated[str | None, typer.Option(help="Pinned RAM for experts, e.g. 16GiB (default: the preset's); "
-                                                 "0 for no RAM tier.")] = None,
-    ram_experts: Annotated[int | None, typer.Option(help="RAM in experts instead of bytes.")] = None,
-    per_layer: Annotated[bool, typer.Option("--per-layer/--global", help="One cache per layer "
-                                                                         "(mixtral-offloading), or one for all.")]
-    = False,
-    exclusive: Annotated[bool, typer.Option("--exclusive/--inclusive", help="Whether a VRAM expert is also kept in "
-                                                                            "RAM (inclusive) or in one tier only.")]
-    = False,
+    param: Param = [],  # noqa: B006
+    preset: Preset = DEFAULT_PRESET,
+    vram: Vram = None,
+    vram_experts: VramExperts = None,
+    ram: Ram = None,
+    ram_experts: RamExperts = None,
+    per_layer: PerLayer = False,
+    exclusive: Exclusive = False,
     sequential: Annotated[bool | None, typer.Option("--sequential/--pinned", help="One request per expert with "
                                                     "nothing pinned (libCacheSim's demand caching), or whole steps "
                                                     "pinned. Default: sequential only with --global and --ram 0.",
                                                     show_default=False)] = None,
-    cpu_compute: Annotated[bool, typer.Option("--cpu-compute", help="Compute VRAM misses on the CPU from RAM "
-                                                                    "(Fiddler, llama.cpp --cpu-moe).")] = False,
-    prefetch: Annotated[str, typer.Option(help=f"Prefetcher: {', '.join(PREFETCHERS)}.")] = "none",
-    prefetch_limit: Annotated[int | None, typer.Option(help="Experts prefetched per step at most (default: "
-                                                            "top-k).")] = None,
+    cpu_compute: CpuCompute = False,
+    prefetch: Prefetch = "none",
+    prefetch_limit: PrefetchLimit = None,
     routing_bonus: Annotated[float | None, typer.Option(help="Memory-aware routing: add this to the router logits "
                                                              "of VRAM-resident experts (needs --logits traces).")]
     = None,
@@ -104,24 +70,18 @@ def command(
 
     Several policies print side by side (one table per trace), with Belady as the bound.
     """
-    unknown = [p for p in policy if p not in REGISTRY]
-    if unknown:
-        raise MoecacheError(f"unknown policy '{unknown[0]}'; known: {', '.join(REGISTRY)}")
     policies = list(dict.fromkeys(policy))
-    _check_params(policies, param)
+    check_policies(policies, param)
     opened = [open_trace(path) for path in traces]
     if mrc:
         _print_curves([miss_ratio_curves(trace) for trace in opened], json_out)
         return
-    hardware = load_hardware(preset)
+    base = dict(**cache_fields(preset, vram, vram_experts, ram, ram_experts, per_layer, exclusive, cpu_compute,
+                               prefetch, prefetch_limit), sequential=sequential, routing_bonus=routing_bonus,
+                precision=precision, engine=engine)
     if out is not None:
         check_writable(out)
-    base = dict(hardware=hardware, prefetch=prefetch, prefetch_limit=prefetch_limit,
-                vram_bytes=parse_size(vram, "--vram"), vram_experts=vram_experts,
-                ram_bytes=parse_size(ram, "--ram"), ram_experts=ram_experts, per_layer=per_layer,
-                inclusive=not exclusive, cpu_compute=cpu_compute, sequential=sequential, routing_bonus=routing_bonus,
-                precision=precision, engine=engine)
-    configs = [SimConfig(policy=p, params=_params(p, param), **base) for p in policies]
+    configs = [SimConfig(policy=p, params=policy_params(p, param), **base) for p in policies]
     if bound and routing_bonus is None:  # Belady that may also bypass: a bound for every demand policy
         configs.append(SimConfig(policy=BOUND, params=make_params(BOUND, {"bypass": 1}), **base))
     total = sum(t.num_rows for t in opened) * len(configs)

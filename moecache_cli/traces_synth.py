@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import typer
 
 from moecache_cli import render
 from moecache_cli.options import Json, LikeSpec, Out, Quiet, Seed, command_line
+from traces.errors import MoecacheError
 from traces.model_specs import load_spec
 from traces.synth import SynthParams, synthesize
 
@@ -17,6 +19,8 @@ DEFAULTS = SynthParams()
 def command(
     out: Out,
     like: LikeSpec = "mixtral-8x7b",
+    layers: Annotated[int | None, typer.Option(help="MoE layers (default: the model's); fewer layers make a trace "
+                                                    "that matches a `checkpoint tiny --like` of that many.")] = None,
     requests: Annotated[int, typer.Option(help="Number of requests (prompts).")] = DEFAULTS.requests,
     prompt_tokens: Annotated[int, typer.Option(help="Prefill tokens per request.")] = DEFAULTS.prompt_tokens,
     decode_tokens: Annotated[int, typer.Option(help="Decode tokens per request.")] = DEFAULTS.decode_tokens,
@@ -40,6 +44,10 @@ def command(
     Example: [bold]moecache traces synth --like qwen3-30b-a3b --requests 800 -o qwen3.parquet[/]
     """
     spec = load_spec(like)
+    if layers is not None:
+        if layers < 1:
+            raise MoecacheError(f"--layers {layers} must be at least 1")
+        spec = dataclasses.replace(spec, num_layers=layers)
     params = SynthParams(requests=requests, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens, skew=skew,
                          locality=locality, cross_layer=cross_layer, lookahead_accuracy=lookahead_accuracy,
                          logits=logits, seed=seed)

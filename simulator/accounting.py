@@ -38,6 +38,8 @@ class Rates:
     gpu_floor_s: np.ndarray  # (n,) float64 time to stream the weights once on the GPU
     cpu_s_per_token: np.ndarray  # (n,) float64
     cpu_floor_s: np.ndarray  # (n,) float64
+    gpu_fixed_s: np.ndarray  # (n,) float64 fixed cost per expert computed on the GPU (launches)
+    cpu_fixed_s: np.ndarray  # (n,) float64
     top_k: int
 
 
@@ -74,7 +76,7 @@ def _link(times, free, start, duration):
 
 @njit(cache=True)
 def _account(ev_step, ev_kind, ev_obj, step0, layer, tokens, decode, new_token, count, sizes, pcie_s, nvme_s,
-             gpu_tok, gpu_floor, cpu_tok, cpu_floor, top_k, num_experts, kinds, counters, times, layer_accesses,
+             gpu_tok, gpu_floor, cpu_tok, cpu_floor, gpu_fixed, cpu_fixed, top_k, num_experts, kinds, counters, times, layer_accesses,
              layer_hits, seen, prefetched, arrival, stalls):
     i = 0
     n_events = ev_step.shape[0]
@@ -145,10 +147,10 @@ def _account(ev_step, ev_kind, ev_obj, step0, layer, tokens, decode, new_token, 
                 prefetched[obj] = True
             if kind == ev.CPU_RAM or kind == ev.CPU_NVME:
                 n_cpu += 1
-                cpu_time += max(cpu_tok[obj] * per_expert, cpu_floor[obj])
+                cpu_time += cpu_fixed[obj] + max(cpu_tok[obj] * per_expert, cpu_floor[obj])
             elif kind <= ev.STAGE_NVME:
                 n_gpu += 1
-                gpu_time += max(gpu_tok[obj] * per_expert, gpu_floor[obj])
+                gpu_time += gpu_fixed[obj] + max(gpu_tok[obj] * per_expert, gpu_floor[obj])
         end = max(max(ready_gpu, t0) + gpu_time, max(ready_cpu, t0) + cpu_time)
         stall = max(ready_gpu, ready_cpu) - t0
         times[T_COMPUTE] += end - t0 - stall
@@ -177,7 +179,7 @@ def account(tally: Tally, rates: Rates, events: tuple[np.ndarray, np.ndarray, np
     stalls = np.empty(len(steps_layer), np.float64)
     n = _account(ev_step, ev_kind, ev_obj, step0, steps_layer, steps_tokens, steps_decode, steps_new_token,
                  steps_count, rates.sizes, rates.pcie_s, rates.nvme_s, rates.gpu_s_per_token, rates.gpu_floor_s,
-                 rates.cpu_s_per_token, rates.cpu_floor_s, rates.top_k, num_experts, tally.kinds, tally.counters,
+                 rates.cpu_s_per_token, rates.cpu_floor_s, rates.gpu_fixed_s, rates.cpu_fixed_s, rates.top_k, num_experts, tally.kinds, tally.counters,
                  tally.times, tally.layer_accesses, tally.layer_hits, tally.seen, tally.prefetched, tally.arrival,
                  stalls)
     tally.stalls.append(stalls[:n].astype(np.float32))

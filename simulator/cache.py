@@ -22,7 +22,7 @@ Rules, in the order the core applies them at each step:
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,31 +71,40 @@ class ReferenceCache:
         self.tick = 0
         self.routing = RoutingTally()
         self.events: list[tuple[int, int, int]] = []
-        self.step = 0
+        self.step_index = 0
+        self.listener: Callable[[int, int, int], None] | None = None
 
     def run(self, steps: Steps, acc_next: np.ndarray | None, plan: tuple[np.ndarray, np.ndarray],
             step0: int) -> list[tuple[int, int, int]]:
         """Replay whole steps; returns this chunk's events as (global step, kind, object)."""
-        self.events = []
+        events: list[tuple[int, int, int]] = []
         plan_ptr, plan_objects = plan
         for s in range(len(steps)):
-            self.step = step0 + s
-            objects = self._route(steps, s)
-            layer = int(steps.layer[s])
-            self.vp.on_step(self.step, layer, objects)
-            if self.rp is not None:
-                self.rp.on_step(self.step, layer, objects)
-            pinned = set(objects)
-            for i, obj in enumerate(objects):
-                if self.future is not None:
-                    self.future[obj] = acc_next[steps.ptr[s] + i]
-                self._access(obj, {obj} if self.config.sequential else pinned)
-            hints = plan_objects[plan_ptr[s]:plan_ptr[s + 1]]
-            for policy in (self.vp, self.rp):
-                if policy is not None and len(hints):
-                    policy.on_hint(self.step, hints)
-            for obj in hints:
-                self._prefetch(int(obj), set() if self.config.sequential else pinned)
+            nexts = None if acc_next is None else acc_next[steps.ptr[s]:steps.ptr[s + 1]]
+            events += self.step(step0 + s, int(steps.layer[s]), self._route(steps, s), nexts,
+                                plan_objects[plan_ptr[s]:plan_ptr[s + 1]])
+        return events
+
+    def step(self, step: int, layer: int, objects: list[int], next_uses: np.ndarray | None,
+             hints: np.ndarray) -> list[tuple[int, int, int]]:
+        """The planner's per-step interface: one layer step in (its objects, their next uses for Belady, the
+        prefetcher's hints), its events out; policy state is kept between calls. `listener(step, kind, obj)`,
+        if set, sees each event as it is decided, with the tiers' state right after it."""
+        self.events = []
+        self.step_index = step
+        self.vp.on_step(step, layer, objects)
+        if self.rp is not None:
+            self.rp.on_step(step, layer, objects)
+        pinned = set(objects)
+        for i, obj in enumerate(objects):
+            if self.future is not None:
+                self.future[obj] = next_uses[i]
+            self._access(obj, {obj} if self.config.sequential else pinned)
+        for policy in (self.vp, self.rp):
+            if policy is not None and len(hints):
+                policy.on_hint(step, hints)
+        for obj in hints:
+            self._prefetch(int(obj), set() if self.config.sequential else pinned)
         return self.events
 
     def _route(self, steps: Steps, s: int) -> list[int]:
@@ -119,7 +128,9 @@ class ReferenceCache:
         return objects
 
     def _emit(self, kind: int, obj: int) -> None:
-        self.events.append((self.step, kind, obj))
+        self.events.append((self.step_index, kind, obj))
+        if self.listener is not None:
+            self.listener(self.step_index, kind, obj)
 
     def _next_tick(self) -> int:
         self.tick += 1

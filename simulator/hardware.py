@@ -2,7 +2,9 @@
 
 A transfer of b bytes over a link costs latency + b / bandwidth; links are queues, so transfers
 issued together finish one after another. An expert computing n tokens costs
-max(2 * params * n / FLOP/s, bytes / memory bandwidth) on the GPU (or the CPU in cpu-compute mode).
+overhead + max(2 * params * n / FLOP/s, bytes / memory bandwidth) on the GPU (or the CPU in
+cpu-compute mode), where the fixed overhead is the launch sequence of one expert: for small experts
+it dominates (DESIGN.md section 6). The overheads are optional in a preset (0 when absent).
 Precision tiers count bytes by precision: `expert_sizes` scales the trace's bytes per expert by
 bits(precision) / bits(dtype). Attention and dense layers are not modelled, so predicted times are
 those of the expert path.
@@ -21,6 +23,9 @@ from traces.model_specs import BITS_PER_PARAM
 from traces.schema import TraceMeta
 
 
+OPTIONAL = ("gpu_expert_overhead_s", "cpu_expert_overhead_s")
+
+
 @dataclass(frozen=True)
 class Hardware:
     name: str
@@ -36,6 +41,8 @@ class Hardware:
     cpu_flops: float
     cpu_memory_bandwidth: float
     dtypes: list[str] = field(default_factory=list)  # weight precisions the GPU computes
+    gpu_expert_overhead_s: float = 0.0  # fixed cost of computing one expert (kernel launches), beside its bytes
+    cpu_expert_overhead_s: float = 0.0
     sources: dict[str, str] = field(default_factory=dict)
 
     def pcie_seconds(self, nbytes: np.ndarray) -> np.ndarray:
@@ -52,7 +59,9 @@ def available_presets() -> list[str]:
 def load_hardware(name_or_path: str | Path) -> Hardware:
     """A preset by shipped name (`desktop-24gb-pcie4`) or by the path of a TOML file of the same form."""
     path, hw = read_record(name_or_path, "hardware", "hardware preset", Hardware)
-    missing = sorted(set(Hardware.__dataclass_fields__) - {"name", "description", "sources"} - set(hw.sources))
+    optional = {name for name in OPTIONAL if getattr(hw, name) == 0.0}
+    missing = sorted(set(Hardware.__dataclass_fields__) - {"name", "description", "sources"} - optional
+                     - set(hw.sources))
     if missing:
         raise MoecacheError(f"{path}: [sources] must say where each figure comes from; missing: {', '.join(missing)}")
     unknown = sorted(set(hw.dtypes) - set(BITS_PER_PARAM))

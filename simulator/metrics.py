@@ -119,9 +119,9 @@ def summarize(tally: ac.Tally, routing: np.ndarray, **labels: object) -> RunResu
     )
 
 
-def write_parquet(results: list[RunResult], path: Path) -> None:
-    """All runs as rows of one Parquet file, written atomically."""
-    table = pa.Table.from_pylist([r.to_dict() for r in results])
+def write_parquet(results: list[RunResult | dict[str, object]], path: Path) -> None:
+    """All runs (results, or flat records such as `run`'s) as rows of one Parquet file, written atomically."""
+    table = pa.Table.from_pylist([r if isinstance(r, dict) else r.to_dict() for r in results])
     tmp = temporary_sibling(path)
     try:
         pq.write_table(table, tmp)

@@ -9,24 +9,25 @@ with the trace.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from simulator import accounting as ac
-from simulator.config import SimConfig, resolve
+from simulator.config import Resolved, SimConfig, resolve
 from simulator.drivers import DemandDriver, KernelDriver, ReferenceDriver, tier_views
 from simulator.future import Future, access_stream, next_uses
 from simulator.hardware import Hardware, check_dtype, expert_sizes, params_per_expert
 from simulator.metrics import RunResult, summarize
 from simulator.mrc import belady_curve, lru_curve
-from simulator.policies import policy_class
-from simulator.prefetchers import make_prefetcher, plan
-from simulator.steps import iter_steps
+from simulator.policies import TierView, policy_class
+from simulator.prefetchers import Prefetcher, make_prefetcher, plan
+from simulator.steps import Steps, iter_steps
 from traces.errors import MoecacheError
 from traces.reader import Trace, open_trace
 
-__all__ = ["SimConfig", "miss_ratio_curves", "simulate"]
+__all__ = ["Prepared", "SimConfig", "miss_ratio_curves", "prepare", "simulate"]
 
 
 def rates_for(hw: Hardware, sizes: np.ndarray, dtype: str, top_k: int) -> ac.Rates:
@@ -34,7 +35,8 @@ def rates_for(hw: Hardware, sizes: np.ndarray, dtype: str, top_k: int) -> ac.Rat
     return ac.Rates(sizes=sizes, pcie_s=hw.pcie_seconds(sizes), nvme_s=hw.nvme_seconds(sizes),
                     gpu_s_per_token=2.0 * params / hw.gpu_flops, gpu_floor_s=sizes / hw.gpu_memory_bandwidth,
                     cpu_s_per_token=2.0 * params / hw.cpu_flops, cpu_floor_s=sizes / hw.cpu_memory_bandwidth,
-                    top_k=top_k)
+                    gpu_fixed_s=np.full(len(sizes), hw.gpu_expert_overhead_s),
+                    cpu_fixed_s=np.full(len(sizes), hw.cpu_expert_overhead_s), top_k=top_k)
 
 
 def check(config: SimConfig, trace: Trace) -> None:
@@ -53,56 +55,101 @@ def check(config: SimConfig, trace: Trace) -> None:
     check_dtype(config.hardware, config.precision or trace.meta.dtype, str(trace.path))
 
 
+@dataclass
+class Prepared:
+    """One run's inputs resolved: checked configuration, capacities, policy views, prefetcher, cost rates and
+    the empty tally. Shared by `simulate` and the engine's replay, so both count the same way."""
+
+    trace: Trace
+    params: object
+    sizes: np.ndarray
+    resolved: Resolved
+    future: Future | None
+    live_future: np.ndarray | None
+    vram: TierView
+    ram: TierView | None
+    prefetcher: Prefetcher
+    rates: ac.Rates
+    tally: ac.Tally
+
+    def next_uses(self, acc0: int, steps: Steps) -> np.ndarray | None:
+        """Next-use index of each access of `steps`, which start at access `acc0` (Belady only)."""
+        return None if self.future is None else np.asarray(self.future.next_use[acc0:acc0 + steps.accesses])
+
+    def account(self, events: tuple[np.ndarray, np.ndarray, np.ndarray], step0: int, steps: Steps, lo: int,
+                hi: int) -> None:
+        """Add the events of steps lo..hi of a chunk that starts at global step `step0`."""
+        count = np.diff(steps.ptr[lo:hi + 1])
+        ac.account(self.tally, self.rates, events, step0 + lo, steps.layer[lo:hi], steps.tokens[lo:hi],
+                   steps.decode[lo:hi], steps.new_token[lo:hi], count, self.trace.meta.num_experts)
+
+    def summary(self, config: SimConfig, routing: np.ndarray) -> RunResult:
+        meta = self.trace.meta
+        return summarize(self.tally, routing, trace=str(self.trace.path), policy=config.policy,
+                         prefetch=config.prefetch, vram_bytes=self.resolved.vram_bytes,
+                         ram_bytes=self.resolved.ram_bytes, model=meta.model, preset=config.hardware.name,
+                         policy_params=repr(self.params), mode=self.resolved.mode)
+
+    def close(self) -> None:
+        if self.future is not None:
+            self.future.close()
+
+
+def prepare(trace: Trace, config: SimConfig) -> Prepared:
+    """Check `config` against the trace and build everything one run needs (close() it after)."""
+    meta = trace.meta
+    check(config, trace)
+    cls = policy_class(config.policy)
+    params = config.params if config.params is not None else cls.Params().validate()
+    sizes = expert_sizes(meta, config.precision)
+    resolved = resolve(config, trace, sizes)
+    future = Future(trace) if cls.needs_future else None
+    try:
+        live_future = future.first_use.copy() if future is not None else None
+        vram, ram = tier_views(trace, sizes, config.hardware, resolved, live_future)
+        limit = config.prefetch_limit or meta.top_k
+        prefetcher = make_prefetcher(config.prefetch, meta.num_layers, meta.num_experts, limit)
+    except BaseException:
+        if future is not None:
+            future.close()
+        raise
+    return Prepared(trace, params, sizes, resolved, future, live_future, vram, ram, prefetcher,
+                    rates_for(config.hardware, sizes, meta.dtype, meta.top_k),
+                    ac.Tally.start(meta.num_layers, len(sizes)))
+
+
 def simulate(path: Path | str, config: SimConfig, progress: Callable[[int, int], None] | None = None,
              on_events: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None) -> RunResult:
     """Replay the trace at `path` under `config`; `progress(rows_done, rows_total)` after each row group,
     `on_events(steps, kinds, objects)` with every batch of events (the tests compare implementations)."""
     trace = open_trace(path)
-    meta = trace.meta
-    check(config, trace)
-    params = config.params if config.params is not None else policy_class(config.policy).Params().validate()
-    sizes = expert_sizes(meta, config.precision)
-    resolved = resolve(config, trace, sizes)
-    cls = policy_class(config.policy)
-    future = Future(trace) if cls.needs_future else None
+    prep = prepare(trace, config)
     try:
-        live_future = future.first_use.copy() if future is not None else None
-        vram, ram = tier_views(trace, sizes, config.hardware, resolved, live_future)
         if config.engine == "reference":
             driver_cls = ReferenceDriver
         else:
-            driver_cls = DemandDriver if DemandDriver.handles(config, params, resolved) else KernelDriver
-        driver = driver_cls(config, params, vram, ram, resolved, live_future)
-        limit = config.prefetch_limit or meta.top_k
-        prefetcher = make_prefetcher(config.prefetch, meta.num_layers, meta.num_experts, limit)
-        rates = rates_for(config.hardware, sizes, meta.dtype, meta.top_k)
-        tally = ac.Tally.start(meta.num_layers, len(sizes))
+            driver_cls = DemandDriver if DemandDriver.handles(config, prep.params, prep.resolved) else KernelDriver
+        driver = driver_cls(config, prep.params, prep.vram, prep.ram, prep.resolved, prep.live_future)
         step0 = acc0 = rows = 0
         for steps in iter_steps(trace, logits=config.routing_bonus is not None,
                                 lookahead=config.prefetch == "lookahead"):
             if steps.rows.logits is not None:
                 steps.rows.logits = steps.rows.logits.astype(np.float32)
-            acc_next = None if future is None else np.asarray(future.next_use[acc0:acc0 + steps.accesses])
-            count = np.diff(steps.ptr)
 
-            def sink(events, lo, hi, steps=steps, count=count, step0=step0):
+            def sink(events, lo, hi, steps=steps, step0=step0):
                 if on_events is not None:
                     on_events(*(a.copy() for a in events))
-                ac.account(tally, rates, events, step0 + lo, steps.layer[lo:hi], steps.tokens[lo:hi],
-                           steps.decode[lo:hi], steps.new_token[lo:hi], count[lo:hi], meta.num_experts)
+                prep.account(events, step0, steps, lo, hi)
 
-            driver.run(steps, acc_next, plan(prefetcher, steps), step0, sink)
+            driver.run(steps, prep.next_uses(acc0, steps), plan(prep.prefetcher, steps), step0, sink)
             step0 += len(steps)
             acc0 += steps.accesses
             rows += len(steps.rows)
             if progress is not None:
                 progress(rows, trace.num_rows)
     finally:
-        if future is not None:
-            future.close()
-    return summarize(tally, driver.routing, trace=str(path), policy=config.policy, prefetch=config.prefetch,
-                     vram_bytes=resolved.vram_bytes, ram_bytes=resolved.ram_bytes, model=meta.model,
-                     preset=config.hardware.name, policy_params=repr(params), mode=resolved.mode)
+        prep.close()
+    return prep.summary(config, driver.routing)
 
 
 def miss_ratio_curves(trace: Trace) -> dict[str, object]:

@@ -104,11 +104,12 @@ def _slice(rows: TraceArrays, start: int, stop: int) -> TraceArrays:
                           for name in TraceArrays.__dataclass_fields__})
 
 
-def iter_steps(trace: Trace, logits: bool = False, lookahead: bool = False) -> Iterator[Steps]:
-    """Steps of a trace, one row group at a time (memory bounded by the largest row group)."""
+def iter_steps(trace: Trace, logits: bool = False, lookahead: bool = False, weights: bool = False) -> Iterator[Steps]:
+    """Steps of a trace, one row group at a time (memory bounded by the largest row group); `weights` also
+    reads the routing weights (the engine combines expert outputs with them)."""
     meta = trace.meta
     held: TraceArrays | None = None
-    for part in trace.iter_arrays(logits=logits, lookahead=lookahead, weights=False):
+    for part in trace.iter_arrays(logits=logits, lookahead=lookahead, weights=weights):
         if held is not None and len(held):
             part = TraceArrays.concat([held, part])
         whole, held = _split_last_step(part)

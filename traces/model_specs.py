@@ -15,6 +15,7 @@ from traces.errors import MoecacheError
 from traces.schema import TraceMeta
 
 BITS_PER_PARAM = {"float32": 32.0, "bfloat16": 16.0, "float16": 16.0, "float8": 8.0, "int8": 8.0, "mxfp4": 4.25}
+ARCHITECTURES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "deepseek_v2", "deepseek_v3")
 BIAS_BYTES = 2  # biases stay in bf16 even where the matrices are quantized
 
 
