@@ -35,6 +35,9 @@ demo: install
 	$(VENV)/bin/moecache traces stats $(DEMO)/tiny.parquet $(DEMO)/gsm8k.parquet data/samples/mixtral-synth.parquet
 	$(VENV)/bin/moecache simulate $(DEMO)/gsm8k.parquet -p lru -p lfu -p watermark --per-layer --vram-experts 4 \
 		--ram-experts 8 --prefetch transitions -o $(DEMO)/runs.parquet
+	$(VENV)/bin/moecache pack $(DEMO)/tiny-mixtral -o $(DEMO)/tiny-mixtral-packed
+	$(VENV)/bin/moecache run $(DEMO)/tiny.parquet -w $(DEMO)/tiny-mixtral-packed -p lru --vram-experts 6 \
+		--ram-experts 16 --prefetch lookahead --device cpu --no-live -o $(DEMO)/run.parquet
 
 test: install
 	$(PY) -m pytest -q
@@ -43,6 +46,7 @@ bench: install
 	$(PY) bench/record_overhead.py
 	$(PY) bench/synth_speed.py
 	$(PY) bench/simulator_vs_libcachesim.py
+	$(PY) bench/engine.py
 
 clean:
 	rm -rf build $(VENV) *.egg-info

@@ -118,31 +118,36 @@ def measure_link(device: torch.device, nbytes: int) -> tuple[float, float]:
     return nbytes / max(big - small, 1e-9), small
 
 
-def measure_expert(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
-    """(fixed seconds per expert, bytes/s) of one decode step's top-k experts computed from slots."""
+def measure_expert(spec: ModelSpec, device: torch.device, dtype: torch.dtype,
+                   arena_bytes: int = 512 << 20) -> tuple[float, float]:
+    """(fixed seconds per expert, bytes/s) of one decode step's top-k experts computed from slots. The slots
+    cycle through an arena larger than the caches, as a replay's experts do."""
     kind = "gpt_oss" if spec.architecture == "gpt_oss" else "swiglu"
     k = spec.top_k
     points = []
     for inter in (spec.expert_intermediate_size, max(spec.expert_intermediate_size // 4, 8)):
         fmt = slot_format(kind, str(dtype).removeprefix("torch."), spec.hidden_size, inter)
-        arena = torch.empty((k, fmt.slot_bytes), dtype=torch.uint8, device=device)
+        groups = max(2, arena_bytes // (k * fmt.slot_bytes))
+        arena = torch.empty((groups * k, fmt.slot_bytes), dtype=torch.uint8, device=device)
         arena.view(dtype).normal_(0, 0.02)
         views = slot_views(arena, fmt)
         x = torch.randn(1, spec.hidden_size, device=device).to(dtype)
         w = torch.full((1, 1), 1.0 / k, device=device)
         out = torch.zeros(1, spec.hidden_size, device=device)
+        turn = iter(range(1 << 40))
         if device.type == "cuda" and fmt.expert_bytes <= GATHER_LIMIT:
             batched = BatchedDecode(arena, fmt, k, 7.0)
-            slots = torch.arange(k, device=device)
             weights = torch.full((k,), 1.0 / k, device=device)
+            slot_sets = [torch.arange(g * k, (g + 1) * k, device=device) for g in range(groups)]
 
             def step() -> None:
-                out.add_(batched(slots, x, weights).float())
+                out.add_(batched(slot_sets[next(turn) % groups], x, weights).float())
         else:
             def step() -> None:
-                for v in views:
+                g = next(turn) % groups
+                for v in views[g * k:(g + 1) * k]:
                     out.add_(expert_ffn(x, v, fmt, 7.0).float() * w)
-        points.append((fmt.expert_bytes, _timed(step, device, 10) / k))
+        points.append((fmt.expert_bytes, _timed(step, device, max(10, groups)) / k))
     (b1, t1), (b2, t2) = points
     bandwidth = (b1 - b2) / max(t1 - t2, 1e-9)
     fixed = max(t1 - b1 / bandwidth, 1e-7)

@@ -65,6 +65,7 @@ class Measured:
     stall_s: list[float] = field(default_factory=list)
     demand_miss: list[bool] = field(default_factory=list)
     decode: list[bool] = field(default_factory=list)
+    step_h2d: list[int] = field(default_factory=list)  # RAM -> VRAM bytes issued during each step
     bytes_nvme: int = 0
     bytes_h2d: int = 0
     bytes_d2h: int = 0
@@ -99,6 +100,7 @@ class Executor:
         self.demoted_from: dict[int, int] = {}
         self.host_copy: dict[int, int] = {}  # object -> RAM staging slot holding it this step
         self.num_experts = layout.num_experts
+        self.peak: dict[str, int] = {}  # audit: most slots in use per tier
 
     # -- a step ------------------------------------------------------------------------------------
 
@@ -108,6 +110,7 @@ class Executor:
         self.t0 = time.perf_counter()
         self.wait_s = 0.0
         self.miss = False
+        self.h2d_before = self.measured.bytes_h2d
         self.tokens = experts.shape[0]
         base = layer * self.num_experts
         self.routes: dict[int, tuple[list[int], list[float]]] = {}
@@ -139,9 +142,12 @@ class Executor:
             for obj, slot in self.gpu_needed:
                 self._compute(obj, self.vviews[slot], self.vram, slot, self.x)
         end = self._event()
+        if self.options.audit:
+            self._audit_residency()
         m = self.measured
         m.decode.append(decode)
         m.demand_miss.append(self.miss)
+        m.step_h2d.append(m.bytes_h2d - self.h2d_before)
         if self.cuda:
             self.pending_events.append((len(m.step_s), self.last_end, ready, end))
             m.step_s.append(0.0)
@@ -150,6 +156,15 @@ class Executor:
         else:
             m.step_s.append(time.perf_counter() - self.t0)
             m.stall_s.append(self.wait_s)
+
+    def _audit_residency(self) -> None:
+        """The slots hold exactly what the planner says each tier holds, within each tier's capacity."""
+        for tier, planned in ((self.vram, self.planner.in_vram), (self.ram, self.planner.in_ram)):
+            want = set(np.flatnonzero(planned).tolist())
+            if set(tier.slot_of) != want or len(tier.slot_of) > tier.capacity:
+                raise AssertionError(f"step {self.step}: {tier.name} slots hold {sorted(tier.slot_of)}, the planner "
+                                     f"{sorted(want)}, capacity {tier.capacity}")
+            self.peak[tier.name] = max(self.peak.get(tier.name, 0), len(tier.slot_of))
 
     def resolve_times(self, block: bool = False) -> None:
         """Fill in the step and stall times of steps whose CUDA events have completed."""

@@ -71,11 +71,12 @@ def check_match(layout: ExpertLayout, trace: Trace) -> None:
 
 
 def capacity_slots(capacity: np.ndarray, sizes: np.ndarray, num_experts: int, per_layer: bool) -> int:
-    """Slots a tier needs so that whatever the planner fits in `capacity` (bytes per partition) fits."""
+    """Slots a tier needs so that whatever the planner fits in `capacity` (bytes per partition) fits; never more
+    than there are experts, so a budget larger than the model allocates only the model."""
     if per_layer:
-        return int(sum(int(c) // int(sizes[p * num_experts:(p + 1) * num_experts].min())
+        return int(sum(min(int(c) // int(sizes[p * num_experts:(p + 1) * num_experts].min()), num_experts)
                        for p, c in enumerate(capacity)))
-    return int(capacity[0]) // int(sizes.min())
+    return min(int(capacity[0]) // int(sizes.min()), len(sizes))
 
 
 def replay(trace_path: Path, weights: Path, config: SimConfig, options: EngineOptions,
@@ -159,6 +160,12 @@ def make_executor(layout: ExpertLayout, planner, vram_slots: int, ram_slots: int
         need = (vram_slots + 1 + options.ring) * layout.format.slot_bytes
         raise MoecacheError(f"CUDA out of memory allocating the VRAM tier ({need / 2**30:.2f} GiB for "
                             f"{vram_slots} expert slots); lower --vram or --vram-experts") from None
+    except RuntimeError as exc:
+        if "allocate" not in str(exc):
+            raise
+        need = ((ram_slots or 0) + 3 + options.ring) * layout.format.slot_bytes
+        raise MoecacheError(f"cannot allocate the RAM tier ({need / 2**30:.2f} GiB of host memory for "
+                            f"{ram_slots or 0} expert slots); lower --ram or --ram-experts") from None
 
 
 def _quantile_ms(values: list[float], q: float) -> float:

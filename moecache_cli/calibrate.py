@@ -21,7 +21,7 @@ def command(
                                                          "file is written and removed there).")] = Path("."),
     disk_mib: Annotated[int, typer.Option(help="Size of the scratch file for the disk read test, in MiB.")] = 256,
 ) -> None:
-    """Measure this machine's links and expert compute, and write a hardware preset.
+    r"""Measure this machine's links and expert compute, and write a hardware preset.
 
     It measures cold NVMe reads, RAM -> VRAM copies and the expert compute time of a model's expert shape (a fixed
     cost per expert plus bytes over bandwidth); the preset's \[sources] say what was measured, when and where.

@@ -119,4 +119,6 @@ def _run_view(title: str, snap) -> Group:
     table.add_row("demand stalls", f"p50 {m['stall_p50_ms']:.3f} ms", f"p99 {m['stall_p99_ms']:.3f} ms")
     table.add_row("prefetch", f"accuracy {c['prefetch_accuracy']:.3f}", f"coverage {c['prefetch_coverage']:.3f}")
     table.add_row("speed", f"{m['steps_per_s']:,.0f} steps/s", f"{m['time_per_token_s'] * 1e3:.2f} ms/token")
-    return Group(ProgressBar(total=max(snap.rows_total, 1), completed=snap.rows_done, width=60), done, table)
+    header = Table.grid(padding=(0, 2))
+    header.add_row(ProgressBar(total=max(snap.rows_total, 1), completed=snap.rows_done, width=40), done)
+    return Group(header, table)

@@ -77,3 +77,53 @@ def make_trace(tmp_path):
         return path
 
     return build
+
+
+@pytest.fixture(scope="session")
+def routed_trace(tmp_path_factory):
+    """Write a trace whose model matches a checkpoint folder: random routing with some locality, two requests
+    of a prefill (several tokens per step) then decode tokens, in row groups of 7 rows so that steps and
+    prefill chunks cross row-group boundaries; with a lookahead column."""
+    import numpy as np
+
+    from engine.layout import open_layout
+    from traces.schema import TraceMeta
+    from traces.writer import TraceWriter
+
+    def build(checkpoint: Path, top_k: int = 2, prompt: int = 5, decode: int = 12, seed: int = 0) -> Path:
+        layout = open_layout(checkpoint)
+        layers, experts = layout.num_layers, layout.num_experts
+        rng = np.random.default_rng(seed)
+        meta = TraceMeta(model=Path(checkpoint).name, architecture=layout.architecture, num_layers=layers,
+                         num_experts=experts, top_k=top_k, bytes_per_expert=(layout.format.expert_bytes,),
+                         dtype=layout.format.dtype)
+        path = tmp_path_factory.mktemp("routed") / f"{Path(checkpoint).name}-{seed}.parquet"
+        writer = TraceWriter(path, meta, lookahead=True, row_group_rows=7)
+        previous = rng.permutation(experts)[:top_k]
+
+        def choose(n: int) -> np.ndarray:
+            nonlocal previous
+            rows = []
+            for _ in range(n):
+                row = previous.copy() if rng.random() < 0.4 else rng.permutation(experts)[:top_k]
+                rows.append(row)
+                previous = row
+            return np.array(rows, np.int16)
+
+        def weights(n: int) -> np.ndarray:
+            w = rng.random((n, top_k)).astype(np.float32) + 0.1
+            return w / w.sum(axis=1, keepdims=True)
+
+        for request in range(2):
+            for layer in range(layers):
+                chosen = choose(prompt)
+                writer.append(request, np.arange(prompt), "prefill", layer, chosen, weights(prompt),
+                              lookahead=choose(prompt))
+            for token in range(prompt, prompt + decode):
+                for layer in range(layers):
+                    writer.append(request, np.array([token]), "decode", layer, choose(1), weights(1),
+                                  lookahead=choose(1))
+        writer.close()
+        return path
+
+    return build
