@@ -1,7 +1,7 @@
 """The real engine against its floor and against the simulator's prediction, on OLMoE-sized experts.
 
 Writes a checkpoint with OLMoE-1B-7B's real expert size (64 experts of 12 MiB per layer, top-8) with
-as many layers as the disk and memory allow (or --layers), a synthetic trace of the same shape (two
+as many layers as the disk and memory allow (or --layers), packs it (one read per expert), a synthetic trace of the same shape (two
 requests: the first warms the caches, the second is measured), runs `moecache calibrate`'s
 measurements, and prints in one run, per decode token of the measured request:
 - all experts resident (VRAM holds every expert);
@@ -34,6 +34,7 @@ import torch  # noqa: E402
 from engine.calibrate import calibrate, write_preset  # noqa: E402
 from engine.executor import EngineOptions  # noqa: E402
 from engine.like_checkpoint import write_like_checkpoint  # noqa: E402
+from engine.pack import pack_checkpoint  # noqa: E402
 from engine.replay import replay  # noqa: E402
 from simulator.hardware import load_hardware  # noqa: E402
 from simulator.replay import SimConfig, simulate  # noqa: E402
@@ -78,12 +79,16 @@ def main() -> None:
     spec = load_spec("olmoe-1b-7b")
     layers = args.layers or auto_layers(spec, args.dir)
     spec = dataclasses.replace(spec, num_layers=layers)
-    checkpoint = args.dir / f"olmoe-like-{layers}"
+    source = args.dir / f"olmoe-like-{layers}"
+    checkpoint = args.dir / f"olmoe-like-{layers}-packed"
     if not checkpoint.exists():
         t0 = time.perf_counter()
-        write_like_checkpoint(checkpoint, spec, layers)
-        print(f"checkpoint: {layers} layers x {spec.num_experts} experts of {spec.bytes_per_expert:,} B, "
-              f"written in {time.perf_counter() - t0:.1f} s")
+        write_like_checkpoint(source, spec, layers)
+        t1 = time.perf_counter()
+        pack_checkpoint(source, checkpoint)
+        shutil.rmtree(source)
+        print(f"checkpoint: {layers} layers x {spec.num_experts} experts of {spec.bytes_per_expert:,} B, written in "
+              f"{t1 - t0:.1f} s, packed in {time.perf_counter() - t1:.1f} s")
     trace = args.dir / f"trace-{layers}.parquet"
     trace.unlink(missing_ok=True)
     synthesize(spec, trace, SynthParams(requests=2, prompt_tokens=args.prompt_tokens,

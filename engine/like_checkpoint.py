@@ -22,7 +22,7 @@ from transformers.utils import logging as hf_logging
 
 from engine.safetensors_io import CODES, TensorSpec, write_streaming
 from engine.tiny_checkpoint import byte_tokenizer, tiny_config
-from traces.atomic import check_writable
+from traces.atomic import atomic_folder
 from traces.errors import MoecacheError
 from traces.model_specs import ModelSpec
 
@@ -108,16 +108,11 @@ def write_like_checkpoint(out_dir: Path, spec: ModelSpec, layers: int, seed: int
                           progress: Callable[[int, int], None] | None = None) -> tuple[Path, int]:
     """Write the checkpoint; returns (folder, bytes written). Checks free disk space first."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise MoecacheError(f"{out_dir}: folder exists and is not empty; choose a new folder")
-    check_writable(out_dir)
     hf_logging.disable_progress_bar()
     config, dtype = like_config(spec, layers)
     specs = tensor_specs(config, dtype)
     total = sum(s.nbytes for s in specs)
     check_free_space(out_dir, total)
-    tmp = out_dir.with_name(f".{out_dir.name}.part")
-    shutil.rmtree(tmp, ignore_errors=True)
     done = 0
 
     def advance(n: int) -> None:
@@ -126,8 +121,7 @@ def write_like_checkpoint(out_dir: Path, spec: ModelSpec, layers: int, seed: int
         if progress is not None:
             progress(done, total)
 
-    try:
-        tmp.mkdir(parents=True)
+    with atomic_folder(out_dir) as tmp:
         config.save_pretrained(tmp)
         byte_tokenizer().save_pretrained(tmp)
         produce = RandomBytes(dtype, seed)
@@ -140,12 +134,6 @@ def write_like_checkpoint(out_dir: Path, spec: ModelSpec, layers: int, seed: int
         if len(groups) > 1:
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
             (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir, total
 
 

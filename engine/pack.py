@@ -20,7 +20,7 @@ import numpy as np
 from engine.layout import EXPERT_RE, PACKED_DATA, PACKED_INDEX, ExpertLayout, open_layout, packed_index
 from engine.like_checkpoint import check_free_space
 from engine.safetensors_io import TensorSpec, checkpoint_files, checkpoint_tensors, write_streaming
-from traces.atomic import check_writable
+from traces.atomic import atomic_folder
 from traces.errors import MoecacheError
 
 
@@ -34,59 +34,48 @@ def read_expert(layout: ExpertLayout, obj: int, handles: list, out: np.ndarray) 
             raise MoecacheError(f"{layout.files[piece.file]}: truncated at byte {piece.offset:,}")
 
 
+def _write_blocks(layout: ExpertLayout, path: Path, progress: Callable[[int, int], None] | None) -> None:
+    """Every expert's slot block, in object order, flushed to disk."""
+    block = np.zeros(layout.format.slot_bytes, np.uint8)
+    handles = [open(p, "rb") for p in layout.files]
+    try:
+        with open(path, "wb") as f:
+            for obj in range(layout.num_objects):
+                read_expert(layout, obj, handles, block)
+                f.write(block.data)
+                if progress is not None:
+                    progress(obj + 1, layout.num_objects)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        for h in handles:
+            h.close()
+
+
 def pack_checkpoint(src: Path, out_dir: Path, progress: Callable[[int, int], None] | None = None) -> ExpertLayout:
     """Write the packed copy of `src` to `out_dir`; returns the source layout."""
     src, out_dir = Path(src), Path(out_dir)
     layout = open_layout(src)
     if layout.packed:
         raise MoecacheError(f"{src}: already packed")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise MoecacheError(f"{out_dir}: folder exists and is not empty; choose a new folder")
-    check_writable(out_dir)
     tensors = checkpoint_tensors(src)
     others = {name: rng for name, rng in tensors.items() if not EXPERT_RE.match(name)}
     slot = layout.format.slot_bytes
-    expert_total = layout.num_objects * slot
-    other_total = sum(r.nbytes for r in others.values())
-    check_free_space(out_dir, expert_total + other_total)
-    tmp = out_dir.with_name(f".{out_dir.name}.part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    total, done = layout.num_objects, 0
+    check_free_space(out_dir, layout.num_objects * slot + sum(r.nbytes for r in others.values()))
     skip = {p.name for p in checkpoint_files(src)} | {"model.safetensors.index.json"}
-    try:
-        tmp.mkdir(parents=True)
+    with atomic_folder(out_dir) as tmp:
         for item in src.iterdir():
             if item.is_file() and item.name not in skip:
                 shutil.copy2(item, tmp / item.name)
-        handles = [open(path, "rb") for path in layout.files]
-        try:
-            block = np.zeros(slot, np.uint8)
-            with open(tmp / PACKED_DATA, "wb") as f:
-                for obj in range(layout.num_objects):
-                    read_expert(layout, obj, handles, block)
-                    f.write(block.data)
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-                f.flush()
-                os.fsync(f.fileno())
-            specs = [TensorSpec(name, rng.dtype, rng.shape) for name, rng in others.items()]
+        _write_blocks(layout, tmp / PACKED_DATA, progress)
+        specs = [TensorSpec(name, rng.dtype, rng.shape) for name, rng in others.items()]
 
-            def produce(spec: TensorSpec) -> bytes:
-                rng = others[spec.name]
-                with open(rng.path, "rb") as source:
-                    source.seek(rng.offset)
-                    return source.read(rng.nbytes)
+        def produce(spec: TensorSpec) -> bytes:
+            rng = others[spec.name]
+            with open(rng.path, "rb") as source:
+                source.seek(rng.offset)
+                return source.read(rng.nbytes)
 
-            write_streaming(tmp / "model.safetensors", specs, produce)
-        finally:
-            for h in handles:
-                h.close()
+        write_streaming(tmp / "model.safetensors", specs, produce)
         (tmp / PACKED_INDEX).write_text(json.dumps(packed_index(layout), indent=2))
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return layout

@@ -7,7 +7,6 @@ few layers, narrow widths and random weights.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
@@ -15,7 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
-from traces.atomic import check_writable
+from traces.atomic import atomic_folder
 from traces.errors import MoecacheError
 from traces.model_specs import ARCHITECTURES
 
@@ -79,23 +78,11 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 def write_tiny_checkpoint(out_dir: Path, arch: str = "mixtral", *, seed: int = 0, dtype: torch.dtype = torch.float32,
                           config: PretrainedConfig | None = None, **sizes: int) -> Path:
     """Write a random-weight checkpoint (config.json, safetensors, tokenizer) to `out_dir`."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise MoecacheError(f"{out_dir}: folder exists and is not empty; choose a new folder")
-    check_writable(out_dir)
     config = config or tiny_config(arch, **sizes)
     hf_logging.disable_progress_bar()
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    tmp = out_dir.with_name(f".{out_dir.name}.part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_folder(out_dir) as tmp:
         model.save_pretrained(tmp)
         byte_tokenizer().save_pretrained(tmp)
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

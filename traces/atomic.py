@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from traces.errors import MoecacheError
@@ -38,3 +40,24 @@ def publish(tmp: Path, dest: Path) -> None:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, dest)
+
+
+@contextlib.contextmanager
+def atomic_folder(dest: Path) -> Iterator[Path]:
+    """Yield a hidden sibling folder to fill; it becomes `dest` when the block ends, and is removed if the block
+    fails, so a folder of outputs (a checkpoint) is never left half-written."""
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise MoecacheError(f"{dest}: folder exists and is not empty; choose a new folder")
+    check_writable(dest)
+    tmp = dest.with_name(f".{dest.name}.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if dest.exists():
+            dest.rmdir()
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
