@@ -101,6 +101,7 @@ class Executor:
         self.host_copy: dict[int, int] = {}  # object -> RAM staging slot holding it this step
         self.num_experts = layout.num_experts
         self.peak: dict[str, int] = {}  # audit: most slots in use per tier
+        self.out_buf = torch.empty(1, fmt.hidden, dtype=torch.float32, device=self.device)
 
     # -- a step ------------------------------------------------------------------------------------
 
@@ -121,7 +122,9 @@ class Executor:
                 ws.append(float(w))
         index = (np.arange(self.tokens) + step) % HIDDEN_POOL
         self.x = self.hidden_dev[index] if self.tokens > 1 else self.hidden_dev[index[0]:index[0] + 1]  # (T, H)
-        self.out = torch.zeros(self.tokens, self.fmt.hidden, dtype=torch.float32, device=self.device)
+        if self.out_buf.shape[0] < self.tokens:
+            self.out_buf = torch.empty(self.tokens, self.fmt.hidden, dtype=torch.float32, device=self.device)
+        self.out = self.out_buf[:self.tokens].zero_()  # (T, H), the step's combined expert output
         self.gpu_needed: list[tuple[int, int]] = []  # (object, VRAM slot)
         self.host_copy.clear()
         self.demoted_from.clear()
@@ -353,7 +356,11 @@ class Executor:
         self.resolve_times(block=True)
 
     def close(self) -> None:
+        """Stop the readers and give the arenas' memory back (counters, logs and captures stay)."""
         self.reader.close()
+        self.vviews = self.rviews = self.batched = None
+        self.vram.free_arena()
+        self.ram.free_arena()
 
 
 def _settle(fut: Future, fn, source: Future) -> None:

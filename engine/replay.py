@@ -18,6 +18,8 @@ import numpy as np
 
 from engine.executor import EngineOptions, Executor, Measured
 from engine.layout import ExpertLayout, open_layout
+from simulator import accounting as ac
+from simulator import events as ev
 from simulator.config import SimConfig
 from simulator.drivers import ReferenceDriver
 from simulator.metrics import RunResult
@@ -161,7 +163,7 @@ def make_executor(layout: ExpertLayout, planner, vram_slots: int, ram_slots: int
         raise MoecacheError(f"CUDA out of memory allocating the VRAM tier ({need / 2**30:.2f} GiB for "
                             f"{vram_slots} expert slots); lower --vram or --vram-experts") from None
     except RuntimeError as exc:
-        if "allocate" not in str(exc):
+        if "allocate" not in str(exc) and "out of memory" not in str(exc):
             raise
         need = ((ram_slots or 0) + 3 + options.ring) * layout.format.slot_bytes
         raise MoecacheError(f"cannot allocate the RAM tier ({need / 2**30:.2f} GiB of host memory for "
@@ -214,9 +216,6 @@ def summarize_measured(executor: Executor, result: RunResult, wall: float) -> di
 
 def snapshot(executor: Executor, prep: Prepared, rows_done: int, rows_total: int, steps: int,
              elapsed: float) -> Snapshot:
-    from simulator import accounting as ac
-    from simulator import events as ev
-
     k, c = prep.tally.kinds, prep.tally.counters
     accesses = int(c[ac.C_ACCESSES])
     misses = accesses - int(k[ev.HIT])

@@ -55,9 +55,10 @@ class SlotTier:
         self.released: list[object | None] = [None] * total
         self.log: list[tuple[int, str, int, float, float]] | None = [] if audit else None
 
-    @property
-    def nbytes(self) -> int:
-        return self.arena.numel()
+        self.nbytes = self.arena.numel()
+
+    def free_arena(self) -> None:
+        self.raw = self.arena = self.host = None
 
     def take(self, obj: int) -> int:
         if obj in self.slot_of:

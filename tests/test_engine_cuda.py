@@ -6,16 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from engine.executor import HIDDEN_POOL, EngineOptions
+from engine.executor import EngineOptions
 from engine.layout import open_layout
 from engine.replay import replay
 from simulator.hardware import load_hardware
 from simulator.replay import SimConfig, simulate
-from simulator.steps import iter_steps
-from tests.test_engine_replay import reference_expert
-from traces.reader import open_trace
+from tests.test_engine_replay import assert_outputs_match
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 PRESET = load_hardware("h100-pcie5")
@@ -27,21 +24,7 @@ def test_outputs_on_the_gpu_equal_the_checkpoint_reference(arch, tiny_checkpoint
     trace = routed_trace(source)
     config = SimConfig(policy="lru", hardware=PRESET, vram_experts=3, ram_experts=6, prefetch="lookahead")
     done = replay(trace, source, config, EngineOptions(device="cuda", capture=True, audit=True))
-    tensors = load_file(str(source / "model.safetensors"))
-    layout = open_layout(source)
-    steps, s0 = {}, 0
-    for chunk in iter_steps(open_trace(trace), weights=True):
-        for s in range(len(chunk)):
-            steps[s0 + s] = chunk.rows.experts[chunk.row_ptr[s]:chunk.row_ptr[s + 1]], int(chunk.layer[s])
-        s0 += len(chunk)
-    for (step, obj), y in done.executor.captured.items():
-        experts, layer = steps[step]
-        e = obj % layout.num_experts
-        rows = [t for t in range(len(experts)) if e in experts[t]]
-        x = done.executor.hidden[(np.array(rows) + step) % HIDDEN_POOL]
-        torch.testing.assert_close(y, reference_expert(tensors, arch, layout.decoder_layers[layer], e, x),
-                                   rtol=1e-4, atol=1e-5)
-
+    assert_outputs_match(done, trace, source, rtol=1e-4, atol=1e-5)
 
 def test_batched_decode_equals_the_per_expert_loop(tiny_checkpoint, routed_trace):
     """The gathered bmm path (capture off) gives the same step outputs as the loop (capture on)."""
