@@ -139,8 +139,9 @@ class Executor:
             idx = torch.tensor(slots, dtype=torch.int64).to(self.device, non_blocking=True)
             ws = torch.tensor([self.routes[o][1][0] for o, _ in self.gpu_needed]).to(self.device, non_blocking=True)
             self.out += self.batched(idx, self.x, ws).float()
+            done = self._event()
             for slot in slots:
-                self.vram.released[slot] = self._event()
+                self.vram.released[slot] = done
         else:
             for obj, slot in self.gpu_needed:
                 self._compute(obj, self.vviews[slot], self.vram, slot, self.x)
@@ -317,9 +318,9 @@ class Executor:
         for e in waits:
             e.synchronize()
         with torch.cuda.stream(self.copy_stream):
-            self.copy_stream.wait_event(self.vram.ready[src].result())
-            if self.vram.released[src] is not None:
-                self.copy_stream.wait_event(self.vram.released[src])
+            for e in (self.vram.ready[src].result(), self.vram.released[src]):
+                if e is not None:
+                    self.copy_stream.wait_event(e)
             self.ram.arena[dst, :n].copy_(self.vram.arena[src, :n], non_blocking=True)
             event = self.copy_stream.record_event()
         self.ram.ready[dst] = done_future(event)
