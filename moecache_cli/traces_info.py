@@ -17,13 +17,14 @@ def command(
     traces: Annotated[list[Path], typer.Argument(help="One or more traces (.parquet).", show_default=False)],
     json_out: Json = False,
 ) -> None:
-    """Print each trace's metadata, size and optional columns.
+    """Print each trace's metadata, size and optional columns (after checking every row).
 
     Example: [bold]moecache traces info gsm8k.parquet[/]
     """
     infos = []
     for path in traces:
         trace = open_trace(path)
+        trace.validate()
         meta = asdict(trace.meta)
         infos.append({"trace": str(path), "rows": trace.num_rows, "row_groups": trace.num_row_groups,
                       "has_logits": trace.has_logits, "has_lookahead": trace.has_lookahead,

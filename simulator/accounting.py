@@ -1,7 +1,8 @@
 """Events to counters, bytes and predicted time: one pass, shared by both replay implementations.
 
 Time advances step by step. A step's demand transfers are queued on their links when the step
-starts (NVMe then PCIe for an NVMe miss), its prefetches behind them; the GPU computes once every
+starts (NVMe then PCIe for an NVMe miss), its prefetches behind them; a copy from RAM starts no
+earlier than the NVMe read that brought the expert into RAM (a read-ahead still in flight); the GPU computes once every
 needed expert has arrived (a prefetch still in flight delays it too), and the wait is the step's
 stall. In cpu-compute mode the CPU computes its experts from RAM in parallel with the GPU. Links
 are FIFO queues that stay busy across steps, so prefetches overlap the compute of later steps.
@@ -55,13 +56,14 @@ class Tally:
     seen: np.ndarray  # (n,) bool: accessed before (compulsory misses)
     prefetched: np.ndarray  # (n,) bool: in VRAM by a prefetch, not used yet
     arrival: np.ndarray  # (n,) float64: when the VRAM copy is complete
+    ram_ready: np.ndarray  # (n,) float64: when the last NVMe read of the object into RAM is complete
     stalls: list[np.ndarray]  # per chunk, stall seconds of the steps that stalled
 
     @staticmethod
     def start(num_layers: int, num_objects: int) -> Tally:
         return Tally(np.zeros(len(ev.NAMES), np.int64), np.zeros(N_COUNTERS, np.int64), np.zeros(N_TIMES),
                      np.zeros(num_layers, np.int64), np.zeros(num_layers, np.int64), np.zeros(num_objects, bool),
-                     np.zeros(num_objects, bool), np.zeros(num_objects), [])
+                     np.zeros(num_objects, bool), np.zeros(num_objects), np.zeros(num_objects), [])
 
 
 @njit(cache=True)
@@ -77,7 +79,7 @@ def _link(times, free, start, duration):
 @njit(cache=True)
 def _account(ev_step, ev_kind, ev_obj, step0, layer, tokens, decode, new_token, count, sizes, pcie_s, nvme_s,
              gpu_tok, gpu_floor, cpu_tok, cpu_floor, gpu_fixed, cpu_fixed, top_k, num_experts, kinds, counters, times, layer_accesses,
-             layer_hits, seen, prefetched, arrival, stalls):
+             layer_hits, seen, prefetched, arrival, ram_ready, stalls):
     i = 0
     n_events = ev_step.shape[0]
     n_stalls = 0
@@ -90,7 +92,6 @@ def _account(ev_step, ev_kind, ev_obj, step0, layer, tokens, decode, new_token, 
         gpu_time = 0.0
         cpu_time = 0.0
         per_expert = tokens[s] * top_k / max(count[s], 1)
-        fill_from = t0  # a background copy to VRAM starts once its expert is in RAM
         while i < n_events and ev_step[i] == step0 + s:
             kind, obj = ev_kind[i], ev_obj[i]
             i += 1
@@ -110,31 +111,33 @@ def _account(ev_step, ev_kind, ev_obj, step0, layer, tokens, decode, new_token, 
             if kind == ev.HIT:
                 ready_gpu = max(ready_gpu, arrival[obj])
             elif kind == ev.LOAD_RAM or kind == ev.STAGE_RAM:
-                end = _link(times, T_PCIE_FREE, t0, pcie_s[obj])
+                end = _link(times, T_PCIE_FREE, max(t0, ram_ready[obj]), pcie_s[obj])
                 arrival[obj] = end
                 ready_gpu = max(ready_gpu, end)
                 counters[C_PCIE_BYTES] += b
             elif kind == ev.LOAD_NVME or kind == ev.STAGE_NVME:
-                end = _link(times, T_PCIE_FREE, _link(times, T_NVME_FREE, t0, nvme_s[obj]), pcie_s[obj])
+                ram_ready[obj] = _link(times, T_NVME_FREE, t0, nvme_s[obj])
+                end = _link(times, T_PCIE_FREE, ram_ready[obj], pcie_s[obj])
                 arrival[obj] = end
                 ready_gpu = max(ready_gpu, end)
                 counters[C_NVME_BYTES] += b
                 counters[C_PCIE_BYTES] += b
             elif kind == ev.CPU_NVME:
-                fill_from = _link(times, T_NVME_FREE, t0, nvme_s[obj])
-                ready_cpu = max(ready_cpu, fill_from)
+                ram_ready[obj] = _link(times, T_NVME_FREE, t0, nvme_s[obj])
+                ready_cpu = max(ready_cpu, ram_ready[obj])
                 counters[C_NVME_BYTES] += b
             elif kind == ev.CPU_RAM:
-                fill_from = t0
+                ready_cpu = max(ready_cpu, ram_ready[obj])
             elif kind == ev.PREFETCH_RAM or kind == ev.FILL:
-                arrival[obj] = _link(times, T_PCIE_FREE, fill_from if kind == ev.FILL else t0, pcie_s[obj])
+                arrival[obj] = _link(times, T_PCIE_FREE, max(t0, ram_ready[obj]), pcie_s[obj])
                 counters[C_PCIE_BYTES] += b
             elif kind == ev.PREFETCH_NVME:
-                arrival[obj] = _link(times, T_PCIE_FREE, _link(times, T_NVME_FREE, t0, nvme_s[obj]), pcie_s[obj])
+                ram_ready[obj] = _link(times, T_NVME_FREE, t0, nvme_s[obj])
+                arrival[obj] = _link(times, T_PCIE_FREE, ram_ready[obj], pcie_s[obj])
                 counters[C_NVME_BYTES] += b
                 counters[C_PCIE_BYTES] += b
             elif kind == ev.READAHEAD:
-                _link(times, T_NVME_FREE, t0, nvme_s[obj])
+                ram_ready[obj] = _link(times, T_NVME_FREE, t0, nvme_s[obj])
                 counters[C_NVME_BYTES] += b
             elif kind == ev.DEMOTE:
                 _link(times, T_DOWN_FREE, t0, pcie_s[obj])
@@ -181,5 +184,5 @@ def account(tally: Tally, rates: Rates, events: tuple[np.ndarray, np.ndarray, np
                  steps_count, rates.sizes, rates.pcie_s, rates.nvme_s, rates.gpu_s_per_token, rates.gpu_floor_s,
                  rates.cpu_s_per_token, rates.cpu_floor_s, rates.gpu_fixed_s, rates.cpu_fixed_s, rates.top_k, num_experts, tally.kinds, tally.counters,
                  tally.times, tally.layer_accesses, tally.layer_hits, tally.seen, tally.prefetched, tally.arrival,
-                 stalls)
+                 tally.ram_ready, stalls)
     tally.stalls.append(stalls[:n].astype(np.float32))

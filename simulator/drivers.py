@@ -105,6 +105,8 @@ class KernelDriver:
         while start < len(steps):
             stop = kn.replay(st, step0, start, steps.layer, steps.ptr, steps.objects, steps.row_ptr, rows.experts,
                              logits, nexts, prefetch[0], prefetch[1])
+            if stop == start:
+                raise RuntimeError(f"event buffer of {len(st.ev_step)} events cannot hold one step's")
             n = st.scal[kn.N_EV]
             sink((st.ev_step[:n], st.ev_kind[:n], st.ev_obj[:n]), start, stop)
             st.scal[kn.N_EV] = 0

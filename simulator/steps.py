@@ -2,6 +2,8 @@
 
 A decode row is one step. Consecutive prefill rows of the same request and layer are one step whose
 expert set is the union of their tokens' choices, in order of first appearance (DESIGN.md section 3).
+In a trace with a `step` column (batched forward calls), consecutive rows of the same call and layer
+are one step, whichever requests they belong to; it is a decode step when all its rows are decode.
 An expert of layer l is the cache object `l * E + e`. `iter_steps` streams a trace row group by row
 group and holds back the rows of a step that continues into the next group, so steps never split.
 
@@ -28,7 +30,8 @@ class Steps:
     request: np.ndarray  # (S,) int32
     decode: np.ndarray  # (S,) bool
     tokens: np.ndarray  # (S,) int32: rows (tokens) in the step
-    new_token: np.ndarray  # (S,) bool: first step of a decode token, or a prefill step of the first layer seen
+    new_token: np.ndarray  # (S,) int32: tokens that start here (a decode token's first step, a prefill step of
+    # the first layer seen, a batched call's first layer: its rows), else 0
     ptr: np.ndarray  # (S+1,) int64: step s needs objects[ptr[s]:ptr[s+1]]
     objects: np.ndarray  # (A,) int32: layer * E + expert, unique within a step, router order
     row_ptr: np.ndarray  # (S+1,) int64: step s came from rows[row_ptr[s]:row_ptr[s+1]]
@@ -48,8 +51,11 @@ def step_bounds(rows: TraceArrays) -> np.ndarray:
     if n == 0:
         return np.zeros(1, np.int64)
     new = np.ones(n, bool)
-    new[1:] = ((rows.phase[1:] == DECODE) | (rows.phase[:-1] == DECODE)
-               | (rows.request[1:] != rows.request[:-1]) | (rows.layer[1:] != rows.layer[:-1]))
+    if rows.step is not None:
+        new[1:] = (rows.step[1:] != rows.step[:-1]) | (rows.layer[1:] != rows.layer[:-1])
+    else:
+        new[1:] = ((rows.phase[1:] == DECODE) | (rows.phase[:-1] == DECODE)
+                   | (rows.request[1:] != rows.request[:-1]) | (rows.layer[1:] != rows.layer[:-1]))
     return np.append(np.flatnonzero(new), n).astype(np.int64)
 
 
@@ -75,20 +81,31 @@ def _union(experts: np.ndarray, layer: np.ndarray, bounds: np.ndarray, num_exper
     return out[:count].copy(), ptr
 
 
-def build_steps(rows: TraceArrays, num_layers: int, num_experts: int, first_layer: int = 0) -> Steps:
-    """Steps of `rows`, which must hold whole steps."""
+def build_steps(rows: TraceArrays, num_layers: int, num_experts: int, first_layer: int = 0,
+                previous: TraceArrays | None = None) -> Steps:
+    """Steps of `rows`, which must hold whole steps; `previous` is the row just before them (the last of
+    the previous chunk), so that a token or call cut by a chunk boundary is not counted twice."""
     bounds = step_bounds(rows)
     objects, ptr = _union(rows.experts, rows.layer, bounds, num_experts, num_layers * num_experts)
     starts = bounds[:-1]
-    decode = rows.phase[starts] == DECODE
     tokens = np.diff(bounds).astype(np.int32)
     layer = rows.layer[starts]
-    new_token = np.where(decode, True, layer == first_layer)
-    if len(starts) > 1:
-        prev = starts[:-1]
-        same_token = ((rows.request[starts[1:]] == rows.request[prev]) & (rows.token[starts[1:]] == rows.token[prev])
-                      & decode[1:] & decode[:-1])
-        new_token[1:] &= ~same_token
+    if rows.step is not None:
+        decode = np.minimum.reduceat(rows.phase, starts) == DECODE if len(starts) else np.zeros(0, bool)
+        before = np.append(previous.step[-1:] if previous is not None else [-1], rows.step[starts[:-1]])
+        first_layer_of_call = rows.step[starts] != before
+        new_token = np.where(first_layer_of_call, tokens, 0).astype(np.int32)
+    else:
+        decode = rows.phase[starts] == DECODE
+        new_token = np.where(decode, True, layer == first_layer)
+        if len(starts):
+            head = previous if previous is not None and len(previous) else None
+            prev_request = np.append(head.request[-1:] if head else [-1], rows.request[starts[:-1]])
+            prev_token = np.append(head.token[-1:] if head else [-1], rows.token[starts[:-1]])
+            prev_decode = np.append(head.phase[-1:] == DECODE if head else [False], decode[:-1])
+            new_token &= ~((rows.request[starts] == prev_request) & (rows.token[starts] == prev_token) & decode
+                           & prev_decode)
+        new_token = new_token.astype(np.int32)
     return Steps(layer=layer, request=rows.request[starts], decode=decode, tokens=tokens, new_token=new_token,
                  ptr=ptr, objects=objects, row_ptr=bounds, rows=rows)
 
@@ -109,11 +126,13 @@ def iter_steps(trace: Trace, logits: bool = False, lookahead: bool = False, weig
     reads the routing weights (the engine combines expert outputs with them)."""
     meta = trace.meta
     held: TraceArrays | None = None
+    previous: TraceArrays | None = None
     for part in trace.iter_arrays(logits=logits, lookahead=lookahead, weights=weights):
         if held is not None and len(held):
             part = TraceArrays.concat([held, part])
         whole, held = _split_last_step(part)
         if len(whole):
-            yield build_steps(whole, meta.num_layers, meta.num_experts)
+            yield build_steps(whole, meta.num_layers, meta.num_experts, previous=previous)
+            previous = _slice(whole, len(whole) - 1, len(whole))
     if held is not None and len(held):
-        yield build_steps(held, meta.num_layers, meta.num_experts)
+        yield build_steps(held, meta.num_layers, meta.num_experts, previous=previous)

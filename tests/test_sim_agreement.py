@@ -3,12 +3,16 @@ brute force; the one-pass miss-ratio curves against per-capacity runs."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from simulator.config import resolve
 from simulator.drivers import DemandDriver
-from simulator.future import NEVER, access_stream, next_uses
+from simulator.future import access_stream, next_uses
 from simulator.hardware import expert_sizes, load_hardware
 from simulator.mrc import belady_curve, belady_points, lru_curve
 from simulator.policies import REGISTRY, make_params
@@ -69,14 +73,52 @@ def test_kernel_equals_reference_on_real_log(shared_log, tmp_path, run_cli, poli
     np.testing.assert_array_equal(fast_events, slow_events)
 
 
+def plain_next_uses(objects) -> list[int]:
+    """Each request's next request of the same object (-1: none), by a plain backward loop."""
+    following, last = [], {}
+    for i in range(len(objects) - 1, -1, -1):
+        following.append(last.get(int(objects[i]), -1))
+        last[int(objects[i])] = i
+    return following[::-1]
+
+
+def raw_request_stream(path) -> np.ndarray:
+    """The demand-caching request stream of a trace, built here from its raw Parquet rows (every row group):
+    consecutive prefill rows of one request and layer are one step, whose requests are their experts in
+    order of first appearance; every decode row is a step; an object is layer * num_experts + expert."""
+    table = pq.read_table(path)
+    experts_per_layer = int(json.loads(table.schema.metadata[b"moecache.num_experts"]))
+    out, step, key = [], [], None
+    columns = [table.column(name).to_pylist() for name in ("request", "phase", "layer", "experts")]
+    for request, phase, layer, experts in zip(*columns):
+        this = (request, layer) if phase == "prefill" else None
+        if this is None or this != key:
+            out += step
+            step = []
+        key = this
+        for expert in experts:
+            obj = layer * experts_per_layer + expert
+            if obj not in step:
+                step.append(obj)
+    return np.array(out + step, np.int64)
+
+
+def split_row_groups(path, tmp_path, rows=37) -> Path:
+    """The same trace in row groups of `rows` rows, so that prefill steps are cut across row groups."""
+    table = pq.read_table(path)
+    out = tmp_path / f"split-{path.stem}.parquet"
+    pq.write_table(table, out, row_group_size=rows)
+    assert pq.ParquetFile(out).metadata.num_row_groups > 2
+    return out
+
+
 def libcachesim_misses(objects: np.ndarray, policy: str, capacity: int, tmp_path) -> int:
     """Misses of libCacheSim's own policy on the same request stream (oracleGeneral binary trace)."""
     lcs = pytest.importorskip("libcachesim")
-    following, _ = next_uses(objects, int(objects.max()) + 1)
     record = np.dtype([("t", "<u4"), ("id", "<u8"), ("size", "<u4"), ("next", "<i8")])
     rows = np.zeros(len(objects), record)
     rows["t"], rows["id"], rows["size"] = np.arange(len(objects)), objects.astype(np.uint64) + 1, 1
-    rows["next"] = np.where(following >= NEVER, -1, following)
+    rows["next"] = plain_next_uses(objects)
     path = tmp_path / "requests.oracleGeneral"
     rows.tofile(path)
     cls = {"lru": lcs.LRU, "fifo": lcs.FIFO, "lfu": lcs.LFU, "belady": lcs.Belady}[policy]
@@ -86,11 +128,12 @@ def libcachesim_misses(objects: np.ndarray, policy: str, capacity: int, tmp_path
 
 
 def check_against_libcachesim(path, tmp_path, capacities):
-    objects = access_stream(open_trace(path))
+    path = split_row_groups(path, tmp_path)
+    objects = raw_request_stream(path)
     for policy in ("lru", "fifo", "lfu", "belady"):
         for capacity in capacities:
             ours = simulate(path, SimConfig(policy=policy, hardware=HW, vram_experts=capacity, ram_bytes=0))
-            assert ours.mode == "sequential demand caching"
+            assert ours.mode == "sequential demand caching" and ours.accesses == len(objects)
             assert (policy, capacity, ours.vram_misses) == (policy, capacity,
                                                             libcachesim_misses(objects, policy, capacity, tmp_path))
 

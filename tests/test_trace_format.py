@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -95,12 +96,12 @@ def test_open_rejects_bad_files(tmp_path, make, message):
         open_trace(path)
 
 
-def _rewrite(src, dst, table=None, meta_update=None):
+def _rewrite(src, dst, table=None, meta_update=None, row_group_size=None):
     original = pq.read_table(src)
     table = table if table is not None else original
     kv = dict(original.schema.metadata)
     kv.update({k.encode(): json.dumps(v).encode() for k, v in (meta_update or {}).items()})
-    pq.write_table(table.replace_schema_metadata(kv), dst)
+    pq.write_table(table.replace_schema_metadata(kv), dst, row_group_size=row_group_size)
 
 
 @pytest.mark.parametrize(
@@ -128,7 +129,7 @@ def test_open_rejects_wrong_column_type_and_bad_rows(tmp_path):
     with pytest.raises(MoecacheError, match="column 'layer' has type float"):
         open_trace(bad)
     _rewrite(good, bad, meta_update={"moecache.num_experts": 2, "moecache.top_k": 2})
-    with pytest.raises(MoecacheError, match="expert id outside 0..1"):
+    with pytest.raises(MoecacheError, match=r"row group 0\): column .experts. holds [23], outside 0..1"):
         open_trace(bad).arrays()
 
 
@@ -140,3 +141,42 @@ def test_trace_info_cli_reports_and_fails_cleanly(tmp_path, run_cli):
     assert code == 0 and info["rows"] == 6 and info["has_lookahead"] and not info["has_logits"]
     code, _, err = run_cli("traces", "info", tmp_path / "missing.parquet")
     assert code == 2 and err.strip().count("\n") == 0 and "no such file" in err
+
+
+@pytest.mark.parametrize("column, value, message", [
+    ("lookahead", [5, 0], r"column 'lookahead' holds 5, outside -1\.\.3"),
+    ("lookahead", [-2, 0], r"column 'lookahead' holds -2"),
+    ("experts", [-1, 0], r"column 'experts' holds -1, outside 0\.\.3"),
+    ("weights", [float("nan"), 0.5], "NaN, infinite or negative"),
+    ("weights", [-0.5, 0.5], "NaN, infinite or negative"),
+    ("token", -3, r"column 'token' holds -3, outside 0 or more"),
+    ("request", -1, r"column 'request' holds -1"),
+    ("layer", 7, r"column 'layer' holds 7, outside 0\.\.1"),
+    ("layer", None, "column 'layer' has null rows"),
+    ("experts", [1], "lists of length 1, expected 2"),
+])
+def test_every_command_refuses_a_bad_row_naming_file_row_group_and_column(tmp_path, run_cli, column, value,
+                                                                            message):
+    good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
+    meta = TraceMeta(model="m", architecture="mixtral", num_layers=2, num_experts=4, top_k=2,
+                     bytes_per_expert=(1000,))
+    with TraceWriter(good, meta, lookahead=True, row_group_rows=4) as writer:
+        for token in range(5):
+            for layer in range(2):
+                writer.append(0, np.array([token]), "decode", layer, np.array([[layer, 2]]),
+                              np.array([[0.6, 0.4]], np.float32), lookahead=np.array([[1, 3]]))
+    table = pq.read_table(good)
+    values = table.column(column).to_pylist()
+    values[6] = value  # row 6 sits in the second row group
+    _rewrite(good, bad, table=table.set_column(table.schema.get_field_index(column), column,
+                                               pa.array(values, table.schema.field(column).type)),
+             row_group_size=4)
+    commands = [("traces", "info"), ("traces", "stats")]
+    if column != "weights":  # simulate checks every column it reads, and it has no use for the weights
+        commands.append(("simulate", "--vram-experts", "2", "--prefetch", "lookahead", "-p", "lru", "--no-bound",
+                         "--quiet"))
+    for command in commands:
+        code, _, err = run_cli(*command[:2], bad, *command[2:]) if command[0] == "traces" else \
+            run_cli(command[0], bad, *command[1:])
+        assert code == 2 and err.count("\n") == 1, (command, err)
+        assert f"{bad} (row group 1): " in err and re.search(message, err), (command, err)

@@ -1,9 +1,19 @@
-"""Import foreign routing logs into trace v1.
+"""Import foreign routing logs into trace v1: recognise the shape, then convert it.
 
-vLLM-style JSON Lines (the logs in `shared/traces/`, from the speculative-moe project): one object
-per (token, layer) with `dataset`, `problem_id`, `layer`, `experts`, `gating_probs` and the
-position as `token_idx` or `token_pos`. Such logs carry no model metadata, so a model spec supplies
-it, and they have irregularities that this importer resolves by one documented rule and counts:
+Shapes (`import_log(..., fmt="auto")` tells them apart from the file's suffix and first line):
+- `vllm-jsonl`: one object per (token, layer) with `dataset`, `problem_id`, `layer`, `experts`,
+  `gating_probs` and the position as `token_idx` or `token_pos` (the logs in `shared/traces/`, from
+  the speculative-moe project);
+- `layer-idx-jsonl`: one object per (token, layer) with `layer_idx`, `token_idx`, `selected_ids`
+  and `gate_weights`, one request;
+- `route-jsonl`: a meta line, then one row per token of each batched forward call
+  (`traces.import_batched`);
+- `routed-experts`: `.npy`/`.npz` arrays of expert ids (tokens, layers, top_k) per request
+  (`traces.import_arrays`).
+Any other JSON Lines log of one object per (token, layer) imports with its fields mapped
+(`--map experts=topk_ids --map request=req_id ...`). Logs carry no model metadata, so a model spec
+supplies it. The per-(token, layer) shapes have irregularities that this module resolves by one
+documented rule and counts:
 
 1. Requests: each distinct (dataset, problem_id) is one request, numbered in order of appearance.
 2. Prefill logged at position 0: when a request logs position 0 more than once at some layer, all
@@ -19,6 +29,7 @@ it, and they have irregularities that this importer resolves by one documented r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -33,12 +44,42 @@ from traces.version import VERSION
 from traces.writer import TraceWriter
 
 POSITION_FIELDS = ("token_idx", "token_pos")
+CANONICAL = ("request", "position", "layer", "experts", "weights")
+
+
+@dataclass(frozen=True)
+class RowFields:
+    """Which fields of a per-(token, layer) row hold what: request (the fields whose values together name
+    a request; none: one request), position (exactly one of these), layer, experts, weights."""
+
+    request: tuple[str, ...] = ("dataset", "problem_id")
+    position: tuple[str, ...] = POSITION_FIELDS
+    layer: str = "layer"
+    experts: str = "experts"
+    weights: str = "gating_probs"
+
+    def mapped(self, mapping: dict[str, str]) -> RowFields:
+        """These fields with `--map` overrides (request may list several fields, comma-separated)."""
+        values = {}
+        for key, value in mapping.items():
+            names = tuple(v.strip() for v in value.split(",") if v.strip())
+            values[key] = names if key in ("request", "position") else value.strip()
+        return dataclasses.replace(self, **values)
+
+
+ROW_FORMATS = {
+    "vllm-jsonl": RowFields(),
+    "layer-idx-jsonl": RowFields(request=(), position=("token_idx",), layer="layer_idx", experts="selected_ids",
+                                 weights="gate_weights"),
+}
+FORMATS = (*ROW_FORMATS, "route-jsonl", "routed-experts")
 
 
 @dataclass
 class ImportSummary:
     source: str
     position_field: str
+    format: str = "vllm-jsonl"
     rows_read: int = 0
     rows_written: int = 0
     requests: int = 0
@@ -60,7 +101,7 @@ class _Row:
     weights: list[float]
 
 
-def _parse(path: Path, spec: ModelSpec) -> tuple[dict[tuple, list[_Row]], str, int]:
+def _parse(path: Path, spec: ModelSpec, fields: RowFields) -> tuple[dict[tuple, list[_Row]], str, int]:
     """Rows grouped by request key, in file order; the position field's name; rows read."""
     requests: dict[tuple, list[_Row]] = {}
     position_field = ""
@@ -76,25 +117,27 @@ def _parse(path: Path, spec: ModelSpec) -> tuple[dict[tuple, list[_Row]], str, i
                 raise MoecacheError(f"{where}: not valid JSON ({exc.msg})") from None
             if not isinstance(item, dict):
                 raise MoecacheError(f"{where}: expected a JSON object per line")
-            names = [f for f in POSITION_FIELDS if f in item]
+            names = [f for f in fields.position if f in item]
             if len(names) != 1:
-                raise MoecacheError(f"{where}: expected exactly one position field of {', '.join(POSITION_FIELDS)}")
+                raise MoecacheError(f"{where}: expected exactly one position field of {', '.join(fields.position)}")
             if position_field and names[0] != position_field:
                 raise MoecacheError(f"{where}: mixes '{names[0]}' with '{position_field}' in one file")
             position_field = names[0]
-            row = _row(item, position_field, spec, where)
-            requests.setdefault((str(item.get("dataset", "")), item.get("problem_id", 0)), []).append(row)
+            row = _row(item, position_field, fields, spec, where)
+            key = tuple(str(item.get(name, "")) for name in fields.request)
+            requests.setdefault(key, []).append(row)
             count += 1
     if not count:
         raise MoecacheError(f"{path}: no rows; expected one JSON object per (token, layer)")
     return requests, position_field, count
 
 
-def _row(item: dict, position_field: str, spec: ModelSpec, where: str) -> _Row:
-    for name in ("layer", "experts", "gating_probs", position_field):
+def _row(item: dict, position_field: str, fields: RowFields, spec: ModelSpec, where: str) -> _Row:
+    for name in (fields.layer, fields.experts, fields.weights, position_field):
         if name not in item:
             raise MoecacheError(f"{where}: field '{name}' is missing")
-    layer, position, experts, weights = item["layer"], item[position_field], item["experts"], item["gating_probs"]
+    layer, position = item[fields.layer], item[position_field]
+    experts, weights = item[fields.experts], item[fields.weights]
     if not isinstance(layer, int) or not 0 <= layer < spec.num_layers:
         raise MoecacheError(f"{where}: layer {layer!r} outside 0..{spec.num_layers - 1} of model spec {spec.name}")
     if not isinstance(position, int) or position < 0:
@@ -103,10 +146,12 @@ def _row(item: dict, position_field: str, spec: ModelSpec, where: str) -> _Row:
         isinstance(e, int) and 0 <= e < spec.num_experts for e in experts
     ):
         raise MoecacheError(
-            f"{where}: experts {experts!r} must be {spec.top_k} ids in 0..{spec.num_experts - 1} (model spec {spec.name})"
+            f"{where}: {fields.experts} {experts!r} must be {spec.top_k} ids in 0..{spec.num_experts - 1} "
+            f"(model spec {spec.name})"
         )
-    if not isinstance(weights, list) or len(weights) != spec.top_k:
-        raise MoecacheError(f"{where}: gating_probs must hold {spec.top_k} numbers")
+    if not isinstance(weights, list) or len(weights) != spec.top_k or not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights):
+        raise MoecacheError(f"{where}: {fields.weights} must hold {spec.top_k} numbers")
     return _Row(layer, position, experts, [float(w) for w in weights])
 
 
@@ -129,14 +174,74 @@ def _assign_tokens(rows: list[_Row]) -> tuple[list[tuple[int, int, _Row]], int, 
     return assigned, prefill, sum(seen_zero.values())
 
 
-def import_vllm_jsonl(source: Path, spec: ModelSpec, out: Path, command: str = "") -> ImportSummary:
-    """Convert a vLLM-style routing log to a trace at `out`, by the rules in this module's docstring."""
+def detect_format(source: Path) -> str:
+    """The shape of a routing log from its suffix and first line; one line naming the fields otherwise."""
+    if source.suffix in (".npy", ".npz"):
+        return "routed-experts"
+    try:
+        with source.open() as handle:
+            first = next((line for line in handle if line.strip()), "")
+        item = json.loads(first) if first else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise MoecacheError(f"{source}: not JSON Lines, .npy or .npz; cannot tell its format") from None
+    if not isinstance(item, dict):
+        raise MoecacheError(f"{source}: expected a JSON object per line (or a .npy/.npz file)")
+    if item.get("type") == "meta":
+        return "route-jsonl"
+    for name, fields in ROW_FORMATS.items():
+        needed = {fields.layer, fields.experts, fields.weights}
+        if needed <= set(item) and any(p in item for p in fields.position):
+            return name
+    raise MoecacheError(f"{source}: unknown routing log; its first row has fields {', '.join(sorted(item))}. Map "
+                        "them, e.g. --map experts=topk_ids --map weights=topk_weights --map layer=layer "
+                        "--map position=token_idx --map request=req_id")
+
+
+def import_log(source: Path, spec: ModelSpec, out: Path, fmt: str = "auto", mapping: dict[str, str] | None = None,
+               prompt_tokens: int = 0, command: str = ""):
+    """Convert a routing log of any known shape (or with mapped fields) to a trace at `out`; returns its summary."""
+    from traces.import_arrays import import_routed_experts
+    from traces.import_batched import import_route_jsonl
+
     if not source.exists():
         raise MoecacheError(f"{source}: no such file")
-    requests, position_field, rows_read = _parse(source, spec)
+    if fmt not in ("auto", *FORMATS):
+        raise MoecacheError(f"--format {fmt}: choose auto or one of {', '.join(FORMATS)}")
+    mapping = mapping or {}
+    unknown = sorted(set(mapping) - set(CANONICAL))
+    if unknown:
+        raise MoecacheError(f"--map {unknown[0]}=...: unknown field; map any of {', '.join(CANONICAL)}")
+    if fmt == "auto":
+        fmt = detect_format(source) if not mapping or source.suffix in (".npy", ".npz") else _mapped_format(source)
+    if fmt == "routed-experts":
+        return import_routed_experts(source, spec, out, prompt_tokens, command)
+    if fmt == "route-jsonl":
+        return import_route_jsonl(source, spec, out, mapping, command)
+    return import_rows_jsonl(source, spec, out, ROW_FORMATS[fmt].mapped(mapping), fmt, command)
+
+
+def _mapped_format(source: Path) -> str:
+    """With --map given, a known shape keeps its rules; anything else is read as per-(token, layer) rows."""
+    try:
+        return detect_format(source)
+    except MoecacheError:
+        return "vllm-jsonl"
+
+
+def import_vllm_jsonl(source: Path, spec: ModelSpec, out: Path, command: str = "") -> ImportSummary:
+    """Convert a vLLM-style routing log to a trace at `out`, by the rules in this module's docstring."""
+    return import_rows_jsonl(source, spec, out, ROW_FORMATS["vllm-jsonl"], "vllm-jsonl", command)
+
+
+def import_rows_jsonl(source: Path, spec: ModelSpec, out: Path, fields: RowFields, fmt: str,
+                      command: str = "") -> ImportSummary:
+    """Convert a log of one object per (token, layer) to a trace at `out`, by the rules above."""
+    if not source.exists():
+        raise MoecacheError(f"{source}: no such file")
+    requests, position_field, rows_read = _parse(source, spec, fields)
     summary = ImportSummary(source=str(source), position_field=position_field, rows_read=rows_read,
-                            requests=len(requests))
-    meta = spec.trace_meta(tool_version=VERSION, command=command, source=f"vllm-jsonl:{source.name}")
+                            requests=len(requests), format=fmt)
+    meta = spec.trace_meta(tool_version=VERSION, command=command, source=f"{fmt}:{source.name}")
     layer_rows = np.zeros(spec.num_layers, dtype=np.int64)
     with TraceWriter(out, meta) as writer:
         for request, rows in enumerate(requests.values()):

@@ -32,6 +32,7 @@ class TraceArrays:
     weights: np.ndarray | None  # (N, K) float32; None when not read
     logits: np.ndarray | None = None  # (N, E) float16
     lookahead: np.ndarray | None = None  # (N, K) int16, -1 rows where there is no next layer
+    step: np.ndarray | None = None  # (N,) int64: the batched forward call of each row, when the trace has it
 
     def __len__(self) -> int:
         return len(self.request)
@@ -55,12 +56,14 @@ class Trace:
     num_row_groups: int
     has_logits: bool
     has_lookahead: bool
+    has_step: bool = False
 
     def iter_arrays(self, logits: bool = False, lookahead: bool = False, weights: bool = True
                     ) -> Iterator[TraceArrays]:
         """Yield one TraceArrays per Parquet row group (constant memory for any trace size); the
         simulator skips the weights it does not need."""
-        columns = ["request", "token", "phase", "layer", "experts"] + (["weights"] if weights else [])
+        columns = ["request", "token", "phase", "layer", "experts"] + (["weights"] if weights else []) \
+            + (["step"] if self.has_step else [])
         if logits:
             self._require("logits", self.has_logits, "record with --logits")
             columns.append("logits")
@@ -69,8 +72,18 @@ class Trace:
             columns.append("lookahead")
         parquet = pq.ParquetFile(self.path)
         for index in range(self.num_row_groups):
-            table = parquet.read_row_group(index, columns=columns)
+            try:
+                table = parquet.read_row_group(index, columns=columns)
+            except (pa.ArrowException, OSError) as exc:
+                raise MoecacheError(f"{self.path} (row group {index}): cannot be read "
+                                    f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
             yield self._convert(table, index)
+
+    def validate(self) -> None:
+        """Read every row group with every column once, so that a bad row fails here with one clear line
+        (commands that read rows through other paths, such as polars, call this first)."""
+        for _ in self.iter_arrays(logits=self.has_logits, lookahead=self.has_lookahead):
+            pass
 
     def arrays(self, logits: bool = False, lookahead: bool = False) -> TraceArrays:
         """The whole trace in memory."""
@@ -88,31 +101,53 @@ class Trace:
             raise MoecacheError(f"{self.path}: this trace has no '{column}' column; {fix}")
 
     def _convert(self, table: pa.Table, group: int) -> TraceArrays:
+        """Columns to arrays, checking every value a consumer relies on: ranges, lengths, nulls, finiteness."""
         meta = self.meta
         where = f"{self.path} (row group {group})"
-        n = table.num_rows
+        for name in ("request", "token", "phase", "layer"):
+            if table.column(name).null_count:
+                raise MoecacheError(f"{where}: column '{name}' has null rows")
         phase = _phase_codes(table.column("phase"), where)
         layer = table.column("layer").to_numpy().astype(np.int16, copy=False)
-        if n and (layer.min() < 0 or layer.max() >= meta.num_layers):
-            raise MoecacheError(f"{where}: layer outside 0..{meta.num_layers - 1} (metadata num_layers)")
+        _check_range(layer, 0, meta.num_layers - 1, "layer", where, "metadata num_layers")
         experts = _matrix(table.column("experts"), meta.top_k, np.int16, "experts", where)
-        if n and (experts.min() < 0 or experts.max() >= meta.num_experts):
-            raise MoecacheError(f"{where}: expert id outside 0..{meta.num_experts - 1} (metadata num_experts)")
-        arrays = TraceArrays(
-            request=table.column("request").to_numpy().astype(np.int32, copy=False),
-            token=table.column("token").to_numpy().astype(np.int32, copy=False),
-            phase=phase,
-            layer=layer,
-            experts=experts,
-            weights=_matrix(table.column("weights"), meta.top_k, np.float32, "weights", where)
-            if "weights" in table.column_names else None,
-        )
+        _check_range(experts, 0, meta.num_experts - 1, "experts", where, "metadata num_experts")
+        request = table.column("request").to_numpy().astype(np.int32, copy=False)
+        token = table.column("token").to_numpy().astype(np.int32, copy=False)
+        _check_range(request, 0, None, "request", where, "ids are 0 or more")
+        _check_range(token, 0, None, "token", where, "positions are 0 or more")
+        arrays = TraceArrays(request=request, token=token, phase=phase, layer=layer, experts=experts, weights=None)
+        if "weights" in table.column_names:
+            arrays.weights = _matrix(table.column("weights"), meta.top_k, np.float32, "weights", where)
+            if not np.isfinite(arrays.weights).all() or (arrays.weights < 0).any():
+                raise MoecacheError(f"{where}: column 'weights' holds NaN, infinite or negative routing weights")
         if "logits" in table.column_names:
             arrays.logits = _matrix(table.column("logits"), meta.num_experts, np.float16, "logits", where)
+            if np.isnan(arrays.logits).any():
+                raise MoecacheError(f"{where}: column 'logits' holds NaN")
         if "lookahead" in table.column_names:
             arrays.lookahead = _matrix(table.column("lookahead"), meta.top_k, np.int16, "lookahead", where,
                                        fill_nulls=-1)
+            _check_range(arrays.lookahead, -1, meta.num_experts - 1, "lookahead", where,
+                         "expert ids, or -1 for none")
+        if "step" in table.column_names:
+            if table.column("step").null_count:
+                raise MoecacheError(f"{where}: column 'step' has null rows")
+            arrays.step = table.column("step").to_numpy().astype(np.int64, copy=False)
+            _check_range(arrays.step, 0, None, "step", where, "forward calls are numbered from 0")
+            if (np.diff(arrays.step) < 0).any():
+                raise MoecacheError(f"{where}: column 'step' goes backwards; rows must be in execution order")
         return arrays
+
+
+def _check_range(values: np.ndarray, low: int, high: int | None, name: str, where: str, why: str) -> None:
+    """One clear line naming the column when a value falls outside low..high."""
+    if not values.size:
+        return
+    if values.min() < low or (high is not None and values.max() > high):
+        bad = values[(values < low) | (values > high if high is not None else False)].flat[0]
+        allowed = f"{low}..{high}" if high is not None else f"{low} or more"
+        raise MoecacheError(f"{where}: column '{name}' holds {int(bad)}, outside {allowed} ({why})")
 
 
 def open_trace(path: Path | str) -> Trace:
@@ -136,6 +171,7 @@ def open_trace(path: Path | str) -> Trace:
         num_row_groups=parquet.metadata.num_row_groups,
         has_logits="logits" in schema.names,
         has_lookahead="lookahead" in schema.names,
+        has_step="step" in schema.names,
     )
 
 

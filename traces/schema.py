@@ -2,7 +2,9 @@
 
 One row per (request, token, MoE layer). Rows are stored in execution order: a prefill pass writes
 layer by layer, each layer's prompt tokens together (one simulator *step*); a decode token writes
-its layers in order (one step per row). The metadata says which model produced the routing, so a
+its layers in order (one step per row). A log of batched forward calls (a serving engine runs many
+requests' tokens in one call) adds the optional `step` column: the rows of one call at one layer
+form one step, whichever requests they belong to. The metadata says which model produced the routing, so a
 simulator can size experts and refuse a trace that does not match its configuration.
 """
 
@@ -33,6 +35,7 @@ REQUIRED_COLUMNS: dict[str, pa.DataType] = {
 OPTIONAL_COLUMNS: dict[str, pa.DataType] = {
     "logits": pa.list_(pa.float16()),
     "lookahead": pa.list_(pa.int16()),
+    "step": pa.int64(),
 }
 
 
@@ -143,12 +146,11 @@ def _as_list(value: object) -> list:
     return list(value) if isinstance(value, list) else [value]
 
 
-def arrow_schema(meta: TraceMeta, logits: bool, lookahead: bool) -> pa.Schema:
+def arrow_schema(meta: TraceMeta, logits: bool, lookahead: bool, step: bool = False) -> pa.Schema:
     fields = [pa.field(name, dtype) for name, dtype in REQUIRED_COLUMNS.items()]
-    if logits:
-        fields.append(pa.field("logits", OPTIONAL_COLUMNS["logits"]))
-    if lookahead:
-        fields.append(pa.field("lookahead", OPTIONAL_COLUMNS["lookahead"]))
+    for name, wanted in (("logits", logits), ("lookahead", lookahead), ("step", step)):
+        if wanted:
+            fields.append(pa.field(name, OPTIONAL_COLUMNS[name]))
     return pa.schema(fields, metadata=meta.to_parquet())
 
 

@@ -85,6 +85,8 @@ def _popularity(counts: pl.DataFrame, num_layers: int, num_experts: int) -> np.n
 
 
 def compute_stats(trace: Trace) -> TraceStats:
+    """Statistics of a trace; its rows are validated first (polars reads them without the reader's checks)."""
+    trace.validate()
     meta = trace.meta
     L, E, K = meta.num_layers, meta.num_experts, meta.top_k
     choices = _choices(trace).collect()

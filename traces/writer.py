@@ -44,14 +44,16 @@ class TraceWriter:
         *,
         logits: bool = False,
         lookahead: bool = False,
+        step: bool = False,
         row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
     ) -> None:
         self.dest = Path(dest)
         self.meta = meta.validate(str(dest))
         self.has_logits = logits
         self.has_lookahead = lookahead
+        self.has_step = step
         self.row_group_rows = row_group_rows
-        self.schema = arrow_schema(meta, logits, lookahead)
+        self.schema = arrow_schema(meta, logits, lookahead, step)
         self.rows_written = 0
         self._blocks: list[dict[str, np.ndarray]] = []
         self._buffered = 0
@@ -122,6 +124,8 @@ class TraceWriter:
         if self.has_lookahead:
             lookahead = cols["lookahead"]
             arrays.append(list_array(lookahead, pa.int16(), null_rows=(lookahead < 0).all(axis=1)))
+        if self.has_step:
+            arrays.append(pa.array(cols["step"], pa.int64()))
         table = pa.Table.from_arrays(arrays, schema=self.schema)
         self._writer.write_table(table, row_group_size=len(table))
         self.rows_written += len(table)
