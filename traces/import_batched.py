@@ -20,7 +20,6 @@ the next call, so at each layer a restart of `token_idx` begins a new call. The 
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from traces.errors import MoecacheError
+from traces.jsonl import check_choice, json_objects
 from traces.model_specs import ModelSpec
 from traces.schema import DECODE, PREFILL
 from traces.version import VERSION
@@ -74,30 +74,20 @@ def import_route_jsonl(source: Path, spec: ModelSpec, out: Path, fields: dict[st
     calls_at_layer: dict[int, int] = defaultdict(lambda: -1)
     last_index: dict[int, int] = {}
     rows: dict[tuple[int, int, int], tuple[str, list[int], list[float]]] = {}
-    with source.open() as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{source}:{number}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MoecacheError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(item, dict):
-                raise MoecacheError(f"{where}: expected a JSON object per line")
-            if item.get("type") == "meta":
-                layers, summary.model_id = _meta_line(item, spec, where)
-                continue
-            if layers is None:
-                raise MoecacheError(f"{where}: a route row before the meta line")
-            if item.get("type", "route") != "route":
-                continue
-            request, index, layer, experts, weights = _route_row(item, names, layers, spec, where)
-            if layer not in last_index or index <= last_index[layer]:
-                calls_at_layer[layer] += 1
-            last_index[layer] = index
-            summary.rows_read += 1
-            rows[(calls_at_layer[layer], layers.index(layer), index)] = (request, experts, weights)
+    for where, item in json_objects(source):
+        if item.get("type") == "meta":
+            layers, summary.model_id = _meta_line(item, spec, where)
+            continue
+        if layers is None:
+            raise MoecacheError(f"{where}: a route row before the meta line")
+        if item.get("type", "route") != "route":
+            continue
+        request, index, layer, experts, weights = _route_row(item, names, layers, spec, where)
+        if layer not in last_index or index <= last_index[layer]:
+            calls_at_layer[layer] += 1
+        last_index[layer] = index
+        summary.rows_read += 1
+        rows[(calls_at_layer[layer], layers.index(layer), index)] = (request, experts, weights)
     if layers is None or not rows:
         raise MoecacheError(f"{source}: no route rows (expected a meta line, then route rows)")
     summary.layers_logged = layers
@@ -115,14 +105,8 @@ def _route_row(item: dict, names: dict[str, str], layers: list[int], spec: Model
         raise MoecacheError(f"{where}: layer {layer!r} is not in layers_logged {layers}")
     if not isinstance(index, int) or index < 0:
         raise MoecacheError(f"{where}: {names['position']} {index!r} must be a non-negative integer")
-    if not isinstance(experts, list) or len(experts) != spec.top_k or not all(
-            isinstance(e, int) and 0 <= e < spec.num_experts for e in experts):
-        raise MoecacheError(f"{where}: {names['experts']} {experts!r} must be {spec.top_k} ids in "
-                            f"0..{spec.num_experts - 1} (model spec {spec.name})")
-    if not isinstance(weights, list) or len(weights) != spec.top_k or not all(
-            isinstance(w, (int, float)) for w in weights):
-        raise MoecacheError(f"{where}: {names['weights']} must hold {spec.top_k} numbers")
-    return str(item[names["request"]]), index, layer, experts, [float(w) for w in weights]
+    experts, weights = check_choice(experts, weights, spec, (names["experts"], names["weights"]), where)
+    return str(item[names["request"]]), index, layer, experts, weights
 
 
 def _write(rows: dict, spec: ModelSpec, layers: list[int], out: Path, summary: BatchedSummary,

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from traces.errors import MoecacheError
+from traces.jsonl import check_choice, json_objects
 from traces.model_specs import ModelSpec
 from traces.schema import DECODE, PREFILL
 from traces.version import VERSION
@@ -106,27 +107,17 @@ def _parse(path: Path, spec: ModelSpec, fields: RowFields) -> tuple[dict[tuple, 
     requests: dict[tuple, list[_Row]] = {}
     position_field = ""
     count = 0
-    with path.open() as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MoecacheError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(item, dict):
-                raise MoecacheError(f"{where}: expected a JSON object per line")
-            names = [f for f in fields.position if f in item]
-            if len(names) != 1:
-                raise MoecacheError(f"{where}: expected exactly one position field of {', '.join(fields.position)}")
-            if position_field and names[0] != position_field:
-                raise MoecacheError(f"{where}: mixes '{names[0]}' with '{position_field}' in one file")
-            position_field = names[0]
-            row = _row(item, position_field, fields, spec, where)
-            key = tuple(str(item.get(name, "")) for name in fields.request)
-            requests.setdefault(key, []).append(row)
-            count += 1
+    for where, item in json_objects(path):
+        names = [f for f in fields.position if f in item]
+        if len(names) != 1:
+            raise MoecacheError(f"{where}: expected exactly one position field of {', '.join(fields.position)}")
+        if position_field and names[0] != position_field:
+            raise MoecacheError(f"{where}: mixes '{names[0]}' with '{position_field}' in one file")
+        position_field = names[0]
+        row = _row(item, position_field, fields, spec, where)
+        key = tuple(str(item.get(name, "")) for name in fields.request)
+        requests.setdefault(key, []).append(row)
+        count += 1
     if not count:
         raise MoecacheError(f"{path}: no rows; expected one JSON object per (token, layer)")
     return requests, position_field, count
@@ -142,17 +133,8 @@ def _row(item: dict, position_field: str, fields: RowFields, spec: ModelSpec, wh
         raise MoecacheError(f"{where}: layer {layer!r} outside 0..{spec.num_layers - 1} of model spec {spec.name}")
     if not isinstance(position, int) or position < 0:
         raise MoecacheError(f"{where}: {position_field} {position!r} must be a non-negative integer")
-    if not isinstance(experts, list) or len(experts) != spec.top_k or not all(
-        isinstance(e, int) and 0 <= e < spec.num_experts for e in experts
-    ):
-        raise MoecacheError(
-            f"{where}: {fields.experts} {experts!r} must be {spec.top_k} ids in 0..{spec.num_experts - 1} "
-            f"(model spec {spec.name})"
-        )
-    if not isinstance(weights, list) or len(weights) != spec.top_k or not all(
-            isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights):
-        raise MoecacheError(f"{where}: {fields.weights} must hold {spec.top_k} numbers")
-    return _Row(layer, position, experts, [float(w) for w in weights])
+    experts, weights = check_choice(experts, weights, spec, (fields.experts, fields.weights), where)
+    return _Row(layer, position, experts, weights)
 
 
 def _assign_tokens(rows: list[_Row]) -> tuple[list[tuple[int, int, _Row]], int, int]:
