@@ -72,6 +72,8 @@ class Measured:
 
 
 class Executor:
+    """The tiers, the reader pool and the compute of one run; `on_event` is the planner's listener."""
+
     def __init__(self, layout: ExpertLayout, planner, vram_slots: int, ram_slots: int | None, top_k: int,
                  options: EngineOptions) -> None:
         self.layout, self.planner, self.options = layout, planner, options

@@ -72,7 +72,6 @@ def test_copies_on_their_stream_overlap_compute(tiny_checkpoint):
     for _ in range(20):
         big = big @ big / 4096  # keeps the compute stream busy for milliseconds
     busy_end.record()
-    copy_start = ex.copy_stream.record_event(torch.cuda.Event(enable_timing=True))
     for obj in range(4):
         ex._copy_up(ex.ram.slot_of[obj], ex.vram.take(obj), obj, demand=False)
     copy_end = ex.copy_stream.record_event(torch.cuda.Event(enable_timing=True))

@@ -54,6 +54,7 @@ def test_table_for_people_and_the_curves(run_cli):
     (["--param", "alpha=0.3"], "none of the chosen policies (lru)"),
     (["-p", "watermark", "--param", "alpha=2"], "alpha=2.0 must be within 0.0..1.0"),
     (["--prefetch", "oracle"], "unknown prefetcher 'oracle'"),
+    (["--prefetch", "affinity", "--prefetch-limit", "0"], "--prefetch-limit must be at least 1"),
     (["-p", "belady", "--no-bound", "--routing-bonus", "1", "--vram-experts", "4", "--per-layer"],
      "reads the recorded future"),
 ])
