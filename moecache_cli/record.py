@@ -10,8 +10,6 @@ import typer
 from moecache_cli import render
 from moecache_cli.options import Json, Out, Quiet, Seed, command_line
 from traces.errors import MoecacheError
-from traces.recording import RecordOptions, read_prompts
-from traces.recording import record as record_trace
 
 
 def _device(choice: str) -> str:
@@ -51,6 +49,9 @@ def command(
 
     Ctrl-C stops cleanly: the trace keeps everything recorded so far and is marked incomplete.
     """
+    from traces.recording import RecordOptions, read_prompts
+    from traces.recording import record as record_trace
+
     texts = list(prompt or [])
     if prompts is not None:
         texts += read_prompts(prompts)

@@ -12,8 +12,6 @@ from moecache_cli.cache_options import (DEFAULT_PRESET, CpuCompute, Exclusive, P
                                         PrefetchLimit, Preset, Ram, RamExperts, Vram, VramExperts, cache_fields,
                                         check_policies, policy_params)
 from moecache_cli.options import Json, Quiet, Seed, TraceFile
-from simulator.config import SimConfig
-from simulator.metrics import write_parquet
 from simulator.policies import REGISTRY
 from traces.atomic import check_writable
 from traces.errors import MoecacheError
@@ -83,6 +81,8 @@ def command(
     """
     from engine.executor import EngineOptions
     from engine.replay import replay
+    from simulator.config import SimConfig
+    from simulator.metrics import write_parquet
 
     check_policies([policy], param)
     if threads < 1:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 
@@ -14,11 +14,12 @@ from moecache_cli.cache_options import (DEFAULT_PRESET, CpuCompute, Exclusive, P
                                         PrefetchLimit, Preset, Ram, RamExperts, Vram, VramExperts, cache_fields,
                                         check_policies, policy_params)
 from moecache_cli.options import Json, Quiet
-from simulator.metrics import RunResult, write_parquet
 from simulator.policies import REGISTRY, make_params
-from simulator.replay import SimConfig, miss_ratio_curves, simulate
 from traces.atomic import check_writable
 from traces.reader import open_trace
+
+if TYPE_CHECKING:
+    from simulator.metrics import RunResult
 
 BOUND = "belady"
 SHOWN = ("hit_rate", "vram_hits", "vram_misses", "compulsory_misses", "capacity_misses", "staged", "ram_hit_rate",
@@ -70,6 +71,9 @@ def command(
 
     Several policies print side by side (one table per trace), with Belady as the bound.
     """
+    from simulator.metrics import write_parquet
+    from simulator.replay import SimConfig, miss_ratio_curves, simulate
+
     policies = list(dict.fromkeys(policy))
     check_policies(policies, param)
     opened = [open_trace(path) for path in traces]

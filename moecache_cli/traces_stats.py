@@ -10,7 +10,6 @@ import typer
 from moecache_cli import render
 from moecache_cli.options import Json
 from traces.reader import open_trace
-from traces.stats import compute_stats
 
 SUMMARY = ("rows", "requests", "prefill_rows", "decode_rows", "top_quarter_share", "gini", "entropy",
            "repeat_rate", "repeat_rate_independent", "next_layer_top1", "next_layer_top1_independent")
@@ -29,6 +28,8 @@ def command(
     how often the best successor of an expert at layer l is chosen at l+1. Each is shown beside
     the value independent routing with the same popularity would give.
     """
+    from traces.stats import compute_stats
+
     stats = [compute_stats(open_trace(path)) for path in traces]
     if json_out:
         render.print_json({"stats": [s.to_dict() for s in stats]})

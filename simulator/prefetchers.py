@@ -15,10 +15,14 @@ the last layer). At most `limit` objects per step, in order of confidence.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from simulator.steps import Steps
 from traces.errors import MoecacheError
+
+if TYPE_CHECKING:
+    from simulator.steps import Steps
 
 
 class Prefetcher:

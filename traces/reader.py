@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from traces.errors import MoecacheError
 from traces.schema import PHASES, TraceMeta, check_columns
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @dataclass
@@ -94,6 +97,8 @@ class Trace:
 
     def lazy(self) -> pl.LazyFrame:
         """A polars LazyFrame over the file, for statistics (phase as a string column)."""
+        import polars as pl
+
         return pl.scan_parquet(self.path).with_columns(pl.col("phase").cast(pl.String))
 
     def _require(self, column: str, present: bool, fix: str) -> None:

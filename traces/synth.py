@@ -25,7 +25,6 @@ import numpy as np
 from traces.errors import MoecacheError
 from traces.model_specs import ModelSpec
 from traces.schema import DECODE, PREFILL
-from traces.synth_kernel import generate_choices
 from traces.version import VERSION
 from traces.writer import TraceWriter
 
@@ -106,6 +105,8 @@ def _logits(experts: np.ndarray, weights: np.ndarray, E: int, rng: np.random.Gen
 def synthesize(spec: ModelSpec, out: Path, params: SynthParams,
                progress: Callable[[int, int], None] | None = None, command: str = "") -> SynthResult:
     """Write a synthetic trace shaped like `spec` to `out`."""
+    from traces.synth_kernel import generate_choices  # numba: loaded only when a trace is made
+
     params.validate()
     started = time.perf_counter()
     rng = np.random.default_rng(params.seed)
