@@ -28,7 +28,7 @@ import torch
 
 from engine.compute import BatchedDecode, GATHER_LIMIT, expert_ffn, slot_views
 from engine.layout import ALIGN, round_up, slot_format
-from engine.nvme import CHUNK, _pread_all, aligned_empty
+from engine.nvme import CHUNK, _pread_all, aligned_empty, drop_cached, open_uncached
 from traces.atomic import discard, publish, temporary_sibling
 from traces.model_specs import ModelSpec
 
@@ -72,26 +72,22 @@ def measure_disk(folder: Path, block: int, total: int, threads: int = 8) -> tupl
                 f.write(chunk[:min(len(chunk), total - start)].data)
             f.flush()
             os.fsync(f.fileno())
-        direct = True
+        fd, direct = open_uncached(path)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-        except OSError:
-            direct, fd = False, os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            drop_cached(fd)
             buf = aligned_empty(block)
 
             def read(offset: int, n: int, at: int) -> None:
                 _pread_all(fd, buf[at:at + n], offset)
                 if not direct:
-                    os.posix_fadvise(fd, offset, n, os.POSIX_FADV_DONTNEED)
+                    drop_cached(fd, offset, n)
 
             t0 = time.perf_counter()
             with ThreadPoolExecutor(threads) as pool:
                 for start in range(0, total, block):  # one expert after another, its chunks in parallel
                     list(pool.map(lambda at: read(start + at, min(CHUNK, block - at), at), range(0, block, CHUNK)))
             bandwidth = total / (time.perf_counter() - t0)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            drop_cached(fd)
             small = aligned_empty(ALIGN)
             rng = np.random.default_rng(1)
             lat = []
@@ -100,7 +96,7 @@ def measure_disk(folder: Path, block: int, total: int, threads: int = 8) -> tupl
                 _pread_all(fd, small, offset)
                 lat.append(time.perf_counter() - t0)
                 if not direct:
-                    os.posix_fadvise(fd, offset, ALIGN, os.POSIX_FADV_DONTNEED)
+                    drop_cached(fd, offset, ALIGN)
             return bandwidth, float(np.median(lat)), direct
         finally:
             os.close(fd)

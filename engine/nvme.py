@@ -24,6 +24,27 @@ from traces.errors import MoecacheError
 CHUNK = 2 << 20
 
 
+def open_uncached(path, direct: bool = True) -> tuple[int, bool]:
+    """(fd, whether O_DIRECT is on) for reading `path` from the disk rather than the page cache; O_DIRECT
+    where the platform and filesystem allow it (not on macOS, tmpfs or some overlays)."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if direct and flag:
+        try:
+            return os.open(path, os.O_RDONLY | flag), True
+        except OSError:
+            pass
+    try:
+        return os.open(path, os.O_RDONLY), False
+    except FileNotFoundError:
+        raise MoecacheError(f"{path}: no such file") from None
+
+
+def drop_cached(fd: int, offset: int = 0, nbytes: int = 0) -> None:
+    """Drop a range (all of the file by default) from the page cache, where the platform can."""
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, offset, nbytes, os.POSIX_FADV_DONTNEED)
+
+
 def aligned_empty(nbytes: int) -> np.ndarray:
     """A uint8 buffer whose address is a multiple of ALIGN."""
     raw = np.empty(nbytes + ALIGN, np.uint8)
@@ -36,28 +57,17 @@ class NvmeReader:
 
     def __init__(self, layout: ExpertLayout, threads: int = 8, direct: bool = True) -> None:
         self.layout = layout
-        self.direct = direct
-        self.fds: list[int] = []
-        for path in layout.files:
-            self.fds.append(self._open(path))
+        opened = [open_uncached(path, direct) for path in layout.files]
+        self.fds = [fd for fd, _ in opened]
+        self.direct_fds = {fd for fd, is_direct in opened if is_direct}
+        self.direct = len(self.direct_fds) == len(self.fds)
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nvme")
         self.local = threading.local()
         self.bytes_read = 0
         self.busy_s = 0.0
         self.lock = threading.Lock()
         for fd in self.fds:  # start cold: nothing of the checkpoint in the page cache
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-
-    def _open(self, path) -> int:
-        if self.direct:
-            try:
-                return os.open(path, os.O_RDONLY | os.O_DIRECT)
-            except OSError:
-                self.direct = False  # tmpfs and some overlays refuse O_DIRECT
-        try:
-            return os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise MoecacheError(f"{path}: no such file") from None
+            drop_cached(fd)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -104,9 +114,9 @@ class NvmeReader:
 
     def _read_range(self, fd: int, offset: int, n: int, out: np.ndarray) -> None:
         t0 = time.perf_counter()
-        if not self.direct:
+        if fd not in self.direct_fds:
             _pread_all(fd, out, offset)
-            os.posix_fadvise(fd, offset, n, os.POSIX_FADV_DONTNEED)
+            drop_cached(fd, offset, n)
         elif offset % ALIGN == 0 and n % ALIGN == 0 and out.ctypes.data % ALIGN == 0:
             _pread_all(fd, out, offset)
         else:

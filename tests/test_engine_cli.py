@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import os
 import shutil
 
 import pyarrow.parquet as pq
@@ -45,6 +46,22 @@ def test_run_json_and_parquet_carry_every_name(run_cli, tiny_checkpoint, routed_
     assert record["measured_tokens_per_s"] > 0 and record["prefetch_issued"] > 0
     table = pq.read_table(out)
     assert table.num_rows == 1 and set(NAMES + MEASURED) <= set(table.column_names)
+
+
+def test_run_without_o_direct_drops_the_page_cache_instead(run_cli, tiny_checkpoint, routed_trace):
+    checkpoint = tiny_checkpoint("olmoe")
+    runs = []
+    for flag in ("--direct", "--no-direct"):
+        code, stdout, _ = run_cli("run", routed_trace(checkpoint), "-w", checkpoint, "--vram-experts", "4",
+                                  "--ram-experts", "6", "--json", flag)
+        assert code == 0
+        runs.append(json.loads(stdout)["runs"][0])
+    from engine.nvme import open_uncached
+
+    fd, supported = open_uncached(checkpoint / "model.safetensors")  # O_DIRECT where this filesystem has it
+    os.close(fd)
+    assert (runs[0]["measured_o_direct"], runs[1]["measured_o_direct"]) == (supported, False)
+    assert runs[0]["measured_bytes_nvme_to_ram"] == runs[1]["measured_bytes_nvme_to_ram"] > 0
 
 
 def test_run_prints_a_summary_for_people(run_cli, tiny_checkpoint, routed_trace):
