@@ -39,6 +39,7 @@ from engine.tiers import DONE, SlotTier, done_future
 from simulator import events as ev
 
 HIDDEN_POOL = 64
+PENDING_EVENTS = 4096  # steps whose CUDA timing events are kept before completed ones are read back
 NVME_KINDS = (ev.LOAD_NVME, ev.PREFETCH_NVME, ev.STAGE_NVME, ev.CPU_NVME, ev.READAHEAD)
 TO_VRAM = (ev.LOAD_RAM, ev.LOAD_NVME, ev.PREFETCH_RAM, ev.PREFETCH_NVME, ev.FILL)
 DEMAND_MISS = (ev.LOAD_RAM, ev.LOAD_NVME, ev.STAGE_RAM, ev.STAGE_NVME, ev.CPU_RAM, ev.CPU_NVME)
@@ -159,6 +160,8 @@ class Executor:
             m.step_s.append(0.0)
             m.stall_s.append(0.0)
             self.last_end = end
+            if len(self.pending_events) > PENDING_EVENTS:
+                self.resolve_times()
         else:
             m.step_s.append(time.perf_counter() - self.t0)
             m.stall_s.append(self.wait_s)
@@ -309,7 +312,7 @@ class Executor:
         waits = self._quiesce(self.ram, dst)
         n = self.copy_bytes
         self.measured.bytes_d2h += self.fmt.expert_bytes
-        self._wait_host(self.vram.ready[src])
+        filled = self.vram.ready[src].result()  # the copy that filled src is issued (on the CPU: done)
         t0 = time.perf_counter()
         if not self.cuda:
             self.ram.arena[dst, :n].copy_(self.vram.arena[src, :n])
@@ -320,7 +323,7 @@ class Executor:
         for e in waits:
             e.synchronize()
         with torch.cuda.stream(self.copy_stream):
-            for e in (self.vram.ready[src].result(), self.vram.released[src]):
+            for e in (filled, self.vram.released[src]):
                 if e is not None:
                     self.copy_stream.wait_event(e)
             self.ram.arena[dst, :n].copy_(self.vram.arena[src, :n], non_blocking=True)
