@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import typer
+import typer.core
+import typer.main
 
 from moecache_cli import (calibrate, checkpoint, pack, record, run, simulate, traces_import, traces_info, traces_stats,
                           traces_synth)
@@ -19,7 +22,7 @@ app = typer.Typer(
     name="moecache",
     help="Record, simulate and run expert caching for Mixture-of-Experts models.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -41,6 +44,30 @@ traces_app.command("synth")(traces_synth.command)
 checkpoint_app.command("tiny")(checkpoint.tiny)
 
 
+METAVARS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "Path": "PATH"}
+
+
+def _tidy_help(command) -> None:
+    """Help shows flags as flags and values as TEXT, INTEGER, NUMBER or PATH (this Typer prints the Python
+    annotations, `<bool>` and `<list[str]>`, in the type column)."""
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif param.metavar is None and isinstance(param, typer.core.TyperOption):
+            bare = str(param.display_type(None)).strip("<>").removeprefix("list[").removesuffix("]")
+            param.metavar = METAVARS.get(bare, bare.upper())
+    for sub in getattr(command, "commands", {}).values():
+        _tidy_help(sub)
+
+
+@functools.cache
+def cli():
+    """The click command tree of the app, built once, with tidy help."""
+    command = typer.main.get_command(app)
+    _tidy_help(command)
+    return command
+
+
 def fail(message: str) -> int:
     print(f"moecache: error: {message}", file=sys.stderr)
     return 2
@@ -49,7 +76,7 @@ def fail(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     try:
-        result = app(args=argv, prog_name="moecache", standalone_mode=False)
+        result = cli().main(args=argv, prog_name="moecache", standalone_mode=False)
     except ClickException as exc:
         exc.show()
         return exc.exit_code

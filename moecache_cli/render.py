@@ -6,8 +6,10 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
+from rich.measure import Measurement
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -29,13 +31,19 @@ def key_values(title: str, rows: Sequence[tuple[str, object]]) -> None:
     console.print(table)
 
 
-def grid(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    table = Table(title=title, title_justify="left")
+def grid(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], compact: bool = False,
+         whole: bool = False) -> None:
+    """A table with a left-aligned first column; `compact` uses light borders to fit 80 columns; `whole`
+    prints it at its natural width even where the terminal is narrower (nothing cut)."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+                  pad_edge=not compact)
     for i, name in enumerate(columns):
         table.add_column(name, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*[fmt(v) for v in row])
-    console.print(table)
+    natural = Measurement.get(console, console.options.update_width(1 << 16), table).maximum
+    out = Console(width=natural) if whole and natural > console.width else console
+    out.print(table)
 
 
 def fmt(value: object) -> str:

@@ -27,6 +27,8 @@ SHOWN = ("hit_rate", "vram_hits", "vram_misses", "compulsory_misses", "capacity_
          "prefetch_coverage", "stall_p50_ms", "stall_p99_ms", "compute_s", "transfer_s", "stall_s",
          "time_per_token_s", "tokens_per_s", "routing_changed_steps", "routing_weight_lost")
 BYTES = ("bytes_nvme_to_ram", "bytes_ram_to_vram")
+COMPACT = ("policy", "hit rate", "misses", "NVMe->RAM", "RAM->VRAM", "p99 ms", "tokens/s")
+FULL_METRIC_WIDTH = 26  # the metric-name column of the full table, borders included
 
 
 def command(
@@ -59,6 +61,9 @@ def command(
     engine: Annotated[str, typer.Option(help="fast (numba) or reference (plain Python, for checking).")] = "fast",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write every run's metrics to this Parquet file.")]
     = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Every metric, policies side by side, however wide the "
+                                                      "terminal; by default a terminal too narrow for that gets "
+                                                      "policies as rows and the key metrics.")] = False,
     json_out: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -103,10 +108,10 @@ def command(
     if json_out:
         render.print_json({"runs": [r.to_dict() for r in results]})
         return
-    _print(results)
+    _print(results, wide)
 
 
-def _print(results: list[RunResult]) -> None:
+def _print(results: list[RunResult], wide: bool) -> None:
     first = results[0]
     render.key_values("configuration", [
         ("preset", first.preset), ("model", first.model), ("vram", render.human_bytes(first.vram_bytes)),
@@ -115,11 +120,18 @@ def _print(results: list[RunResult]) -> None:
     for trace in dict.fromkeys(r.trace for r in results):  # one table per trace, policies side by side
         runs = [r for r in results if r.trace == trace]
         names = [f"{r.policy}{' (bound)' if 'bypass=1' in r.policy_params else ''}" for r in runs]
+        if not wide and FULL_METRIC_WIDTH + sum(max(len(n), 10) + 3 for n in names) > render.console.width:
+            rows = [[name, f"{r.hit_rate:.3f}", r.vram_misses, render.human_bytes(r.bytes_nvme_to_ram),
+                     render.human_bytes(r.bytes_ram_to_vram), f"{r.stall_p99_ms:,.1f}", f"{r.tokens_per_s:,.2f}"]
+                    for name, r in zip(names, runs)]
+            render.grid(f"simulation: {trace} (--wide or --json for every metric)", COMPACT, rows, compact=True)
+            continue
         rows = []
         for key in SHOWN:
             values = [getattr(r, key) for r in runs]
             rows.append([key, *([render.human_bytes(v) for v in values] if key in BYTES else values)])
-        render.grid(f"simulation: {trace}", ["metric", *names], rows)
+        render.grid(f"simulation: {trace}", ["metric", *names], rows, whole=wide)
+
 
 def _print_curves(curves: list[dict[str, object]], json_out: bool) -> None:
     if json_out:

@@ -72,3 +72,28 @@ def test_trace_without_logits_or_lookahead_says_how_to_record(run_cli, make_trac
     assert code == 2 and "record with --lookahead" in stderr
     code, _, stderr = run_cli("simulate", path.parent / "missing.parquet")
     assert code == 2 and "no such file" in stderr
+
+
+def test_many_policies_fit_80_columns(run_cli, monkeypatch):
+    from moecache_cli import render
+
+    monkeypatch.setattr(render.console, "_width", 80)
+    policies = ["lru", "fifo", "lfu", "belady", "watermark", "affinity", "layer-lru"]
+    args = ["simulate", SAMPLE, *[a for p in policies for a in ("-p", p)], "--vram-experts", "4", "--per-layer",
+            "--quiet"]
+    code, stdout, _ = run_cli(*args)
+    assert code == 0 and "…" not in stdout and "belady (bound)" in stdout
+    assert max(len(line) for line in stdout.splitlines()) <= 80
+    for policy in policies:
+        assert any(line.split() and line.split()[0] == policy for line in stdout.splitlines()), policy
+    code, stdout, _ = run_cli(*args, "--wide")
+    assert code == 0 and "routing_weight_lost" in stdout  # every metric, as rows
+
+
+def test_help_shows_flags_as_flags_and_offers_completion(run_cli):
+    code, stdout, _ = run_cli("simulate", "--help")
+    lines = {line.split()[1]: line for line in stdout.splitlines() if line.startswith("│ --")}
+    assert code == 0 and "<" not in lines["--per-layer"] and "<" not in lines["--policy"]
+    assert "INTEGER" in lines["--vram-experts"] and "TEXT" in lines["--policy"]
+    code, stdout, _ = run_cli("--help")
+    assert code == 0 and "--install-completion" in stdout
