@@ -6,14 +6,21 @@ requests per second of `moecache simulate` (from the Parquet trace, everything i
 libCacheSim's `process_trace` (from its own binary trace, written beforehand and not timed), as a
 ratio. Then the time of a 32-point miss-ratio curve from one pass against 32 libCacheSim runs: LRU
 from its stack distances (every capacity), Belady from its priority stack cut at the 32 capacities. Peak memory is measured before libCacheSim runs.
-Targets: >= 1.0x libCacheSim at one capacity, >= 10x for the curve, peak memory < 2 GB.
-Run: .venv/bin/python bench/simulator_vs_libcachesim.py [--steps N] [--capacity-share 0.5]
+First, whole processes as users run them: `moecache simulate` as a command against a process that reads the
+same Parquet trace with pyarrow, builds the request stream (and Belady's next uses) with numpy, and runs libCacheSim
+(LRU, FIFO, LFU, Belady; everything from start-up to the miss count is timed).
+Targets: >= 1.0x libCacheSim at one capacity (in process and whole process), >= 10x for the curve, peak
+memory < 2 GB.
+Run: .venv/bin/python bench/simulator_vs_libcachesim.py [--steps N] [--capacity-share 0.5] [--whole-process-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +36,51 @@ from traces.reader import open_trace
 from traces.synth import SynthParams, synthesize
 
 POLICIES = ("lru", "lfu", "belady")
+WHOLE_POLICIES = ("lru", "fifo", "lfu", "belady")
+LIBCACHESIM_PROCESS = """
+import json, sys, time
+import numpy as np, pyarrow.parquet as pq, libcachesim as lcs
+path, policy, capacity, oracle = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+table = pq.read_table(path, columns=["layer", "experts"])
+experts = int(json.loads(table.schema.metadata[b"moecache.num_experts"]))
+top_k = int(json.loads(table.schema.metadata[b"moecache.top_k"]))
+chosen = table.column("experts").combine_chunks().flatten().to_numpy().reshape(-1, top_k).astype(np.int64)
+objects = (table.column("layer").to_numpy().astype(np.int64)[:, None] * experts + chosen).ravel()
+following = np.full(len(objects), -1, np.int64)
+if policy == "belady":  # only Belady reads the next uses
+    order = np.lexsort((np.arange(len(objects)), objects))  # by object, then time: next use is the next entry
+    same = objects[order[1:]] == objects[order[:-1]]
+    following[order[:-1][same]] = order[1:][same]
+rows = np.zeros(len(objects), np.dtype([("t", "<u4"), ("id", "<u8"), ("size", "<u4"), ("next", "<i8")]))
+rows["t"], rows["id"], rows["size"], rows["next"] = np.arange(len(objects)), objects + 1, 1, following
+rows.tofile(oracle)
+cls = {"lru": lcs.LRU, "fifo": lcs.FIFO, "lfu": lcs.LFU, "belady": lcs.Belady}[policy]
+miss_ratio, _ = cls(capacity).process_trace(lcs.TraceReader(oracle, lcs.TraceType.ORACLE_GENERAL_TRACE))
+print(round(miss_ratio * len(objects)))
+"""
+
+
+def whole_process(args: list[str]) -> tuple[float, str]:
+    """Seconds of a whole process, as a user runs it, and what it printed."""
+    start = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, check=True)
+    return time.perf_counter() - start, done.stdout
+
+
+def whole_processes(trace_path: Path, capacity: int, folder: Path) -> None:
+    """`moecache simulate` as a command against a process that reads the Parquet trace with pyarrow, builds
+    the request stream (and, for Belady, the next uses) with numpy and replays it with libCacheSim."""
+    moecache = Path(sys.executable).with_name("moecache")
+    print("\nwhole processes, from the Parquet trace to the miss count (start-up, imports, reading included):")
+    print(f"{'policy':8} {'moecache simulate s':>20} {'pyarrow + libCacheSim s':>24} {'ratio':>7}  misses")
+    for policy in WHOLE_POLICIES:
+        ours, out = whole_process([str(moecache), "simulate", str(trace_path), "-p", policy, "--global", "--ram", "0",
+                                   "--vram-experts", str(capacity), "--no-bound", "--json"])
+        misses = json.loads(out)["runs"][0]["vram_misses"]
+        theirs, out = whole_process([sys.executable, "-c", LIBCACHESIM_PROCESS, str(trace_path), policy,
+                                     str(capacity), str(folder / "whole.oracleGeneral")])
+        same = "equal" if int(out) == misses else f"DIFFER {int(out):,}"
+        print(f"{policy:8} {ours:20.2f} {theirs:24.2f} {theirs / ours:6.2f}x  {misses:,} ({same})")
 RECORD = np.dtype([("t", "<u4"), ("id", "<u8"), ("size", "<u4"), ("next", "<i8")])
 
 
@@ -63,6 +115,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000_000)
     parser.add_argument("--capacity-share", type=float, default=0.5, help="capacity as a share of all experts")
     parser.add_argument("--points", type=int, default=32)
+    parser.add_argument("--whole-process-only", action="store_true", help="only the whole-process comparison")
     args = parser.parse_args()
     import libcachesim as lcs
 
@@ -80,6 +133,9 @@ def main() -> None:
         print(f"trace: {made.rows:,} decode steps shaped like {spec.name} ({spec.num_layers} layers x "
               f"{spec.num_experts} experts, top-{spec.top_k}); capacity {capacity:,} of {n:,} experts")
         simulate(folder / "warm.parquet", SimConfig(policy="lru", hardware=hw, vram_experts=capacity, ram_bytes=0))
+        whole_processes(trace_path, capacity, folder)
+        if args.whole_process_only:
+            return
         ours = {}
         for policy in POLICIES:
             config = SimConfig(policy=policy, hardware=hw, vram_experts=capacity, ram_bytes=0)
