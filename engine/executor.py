@@ -123,8 +123,9 @@ class Executor:
                 rows, ws = self.routes.setdefault(base + int(e), ([], []))
                 rows.append(t)
                 ws.append(float(w))
-        index = (np.arange(self.tokens) + step) % HIDDEN_POOL
-        self.x = self.hidden_dev[index] if self.tokens > 1 else self.hidden_dev[index[0]:index[0] + 1]  # (T, H)
+        self.pool_rows = (np.arange(self.tokens) + step) % HIDDEN_POOL  # the step's hidden states in the pool
+        first = self.pool_rows[0]
+        self.x = self.hidden_dev[self.pool_rows] if self.tokens > 1 else self.hidden_dev[first:first + 1]  # (T, H)
         if self.out_buf.shape[0] < self.tokens:
             self.out_buf = torch.empty(self.tokens, self.fmt.hidden, dtype=torch.float32, device=self.device)
         self.out = self.out_buf[:self.tokens].zero_()  # (T, H), the step's combined expert output
@@ -230,7 +231,7 @@ class Executor:
         src = self._host_slot(obj, from_nvme=kind in NVME_KINDS)
         if kind in (ev.CPU_RAM, ev.CPU_NVME):
             self._wait_host(self.ram.ready[src])
-            self._compute(obj, self.rviews[src], self.ram, src, self.hidden[self._rows_index()])
+            self._compute(obj, self.rviews[src], self.ram, src, self.hidden[self.pool_rows])
         elif kind in TO_VRAM:
             dst = self.vram.take(obj)
             self._copy_up(src, dst, obj, demand=kind in (ev.LOAD_RAM, ev.LOAD_NVME))
@@ -243,9 +244,6 @@ class Executor:
             self._compute(obj, self.vviews[dst], self.vram, dst, self.x)
         if not self.planner.in_ram[obj] and obj in self.ram.slot_of:  # exclusive tiers: moved up
             self.ram.release(obj)
-
-    def _rows_index(self) -> np.ndarray:
-        return (np.arange(self.tokens) + self.step) % HIDDEN_POOL
 
     def _host_slot(self, obj: int, from_nvme: bool) -> int:
         """The RAM slot holding `obj`, reading it from NVMe first when the event says so: into its own RAM

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.device import resolve_device
 from engine.executor import EngineOptions, Executor, Measured
 from engine.layout import ExpertLayout, open_layout
 from simulator import accounting as ac
@@ -154,8 +155,7 @@ def make_executor(layout: ExpertLayout, planner, vram_slots: int, ram_slots: int
     """The executor, with CUDA's out-of-memory turned into one clear line."""
     import torch
 
-    if options.device == "cuda" and not torch.cuda.is_available():
-        raise MoecacheError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    resolve_device(options.device)  # a device this machine has
     try:
         return Executor(layout, planner, vram_slots, ram_slots, top_k, options)
     except torch.OutOfMemoryError:
@@ -181,13 +181,12 @@ def summarize_measured(executor: Executor, result: RunResult, wall: float) -> di
     decode = np.array(m.decode, bool)
     stall = np.array(m.stall_s)
     missed = np.array(m.demand_miss, bool)
-    decode_s, prefill_s = float(step[decode].sum()) if len(step) else 0.0, float(step[~decode].sum()) if len(step) \
-        else 0.0
+    decode_s, prefill_s = float(step[decode].sum()), float(step[~decode].sum())
     if result.decode_tokens:
         per_token = decode_s / result.decode_tokens
     else:
         per_token = prefill_s / result.prefill_tokens if result.prefill_tokens else 0.0
-    stalls = stall[missed].tolist() if len(stall) else []
+    stalls = stall[missed].tolist()
     return {
         "measured_device": executor.device.type,
         "measured_total_s": wall,
@@ -197,8 +196,8 @@ def summarize_measured(executor: Executor, result: RunResult, wall: float) -> di
         "measured_tokens_per_s": 1.0 / per_token if per_token else 0.0,
         "measured_decode_time_s": decode_s,
         "measured_prefill_time_s": prefill_s,
-        "measured_stall_s": float(stall.sum()) if len(stall) else 0.0,
-        "measured_compute_s": float((step - stall).clip(min=0).sum()) if len(step) else 0.0,
+        "measured_stall_s": float(stall.sum()),
+        "measured_compute_s": float((step - stall).clip(min=0).sum()),
         "measured_stall_p50_ms": _quantile_ms(stalls, 0.5),
         "measured_stall_p99_ms": _quantile_ms(stalls, 0.99),
         "measured_bytes_nvme_to_ram": m.bytes_nvme,

@@ -32,7 +32,7 @@ def command(
     import torch
 
     from engine.calibrate import calibrate, write_preset
-    from moecache_cli.run import resolve_device
+    from engine.device import resolve_device
     from traces.model_specs import load_spec
 
     if out.suffix != ".toml":

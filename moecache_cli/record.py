@@ -12,16 +12,6 @@ from moecache_cli.options import Json, Out, Quiet, Seed, command_line
 from traces.errors import MoecacheError
 
 
-def _device(choice: str) -> str:
-    import torch
-
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise MoecacheError("--device cuda: no CUDA device is available; use --device cpu")
-    return choice
-
-
 def command(
     checkpoint: Annotated[Path, typer.Argument(help="Local Hugging Face checkpoint folder (config.json, "
                                                     "*.safetensors, tokenizer).", show_default=False)],
@@ -49,6 +39,7 @@ def command(
 
     Ctrl-C stops cleanly: the trace keeps everything recorded so far and is marked incomplete.
     """
+    from engine.device import resolve_device
     from traces.recording import RecordOptions, read_prompts
     from traces.recording import record as record_trace
 
@@ -60,7 +51,7 @@ def command(
     if dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise MoecacheError(f"--dtype {dtype}: use auto, float32, bfloat16 or float16")
     options = RecordOptions(max_new_tokens=max_new_tokens, logits=logits, lookahead=lookahead,
-                            device=_device(device), dtype=dtype, temperature=temperature, seed=seed,
+                            device=resolve_device(device), dtype=dtype, temperature=temperature, seed=seed,
                             stop_at_eos=not ignore_eos, command=command_line())
     with render.progress_bar("recording", "tokens", enabled=not (quiet or json_out)) as update:
         result = record_trace(checkpoint, texts, out, options, progress=update)

@@ -25,18 +25,6 @@ COMPARED = (("hit_rate", "hit_rate", None), ("vram_misses", "vram_misses", None)
             ("tokens_per_s", "tokens_per_s", "measured_tokens_per_s"))
 
 
-def resolve_device(device: str) -> str:
-    if device not in ("auto", "cuda", "cpu"):
-        raise MoecacheError(f"--device {device}: choose auto, cuda or cpu")
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MoecacheError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    return device
-
-
 def command(
     trace: TraceFile,
     weights: Annotated[Path, typer.Option("--weights", "-w", help="Checkpoint folder: the model's own safetensors, "
@@ -54,7 +42,7 @@ def command(
     cpu_compute: CpuCompute = False,
     prefetch: Prefetch = "none",
     prefetch_limit: PrefetchLimit = None,
-    device: Annotated[str, typer.Option(help="auto (CUDA if present), cuda or cpu. Without CUDA the VRAM tier is a "
+    device: Annotated[str, typer.Option(help="auto (CUDA if present), cuda, cuda:N or cpu. Without CUDA the VRAM tier is a "
                                              "host-memory budget.")] = "auto",
     threads: Annotated[int, typer.Option(help="NVMe reader threads.")] = 8,
     direct: Annotated[bool, typer.Option("--direct/--no-direct", help="Read with O_DIRECT where the filesystem "
@@ -79,6 +67,7 @@ def command(
     The counters (hits, misses, bytes, prefetches) equal `moecache simulate`'s with the same flags; the
     measured_* fields are what this machine really did. Ctrl-C stops and prints the summary so far (exit 2).
     """
+    from engine.device import resolve_device
     from engine.executor import EngineOptions
     from engine.replay import replay
     from simulator.config import SimConfig
