@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.safetensors_io import ITEM_BYTES, TORCH_NAMES, TensorRange, checkpoint_tensors
+from engine.safetensors_io import CODES, ITEM_BYTES, TORCH_NAMES, TensorRange, checkpoint_tensors
 from traces.errors import MoecacheError
 
 ALIGN = 4096
@@ -75,7 +75,7 @@ class SlotFormat:
 
 
 def slot_format(kind: str, dtype: str, hidden: int, intermediate: int) -> SlotFormat:
-    item = _item_bytes(dtype)
+    item = ITEM_BYTES[CODES[dtype]]
     h, i = hidden, intermediate
     shapes = ((("gate_up", (2 * i, h)), ("down", (h, i))) if kind == "swiglu" else
               (("gate_up", (h, 2 * i)), ("gate_up_bias", (2 * i,)), ("down", (i, h)), ("down_bias", (h,))))
@@ -88,11 +88,6 @@ def slot_format(kind: str, dtype: str, hidden: int, intermediate: int) -> SlotFo
         offset = round_up(offset + nbytes, PART_ALIGN)
         total += nbytes
     return SlotFormat(kind, dtype, h, i, tuple(parts), total, round_up(offset, ALIGN))
-
-
-def _item_bytes(dtype: str) -> int:
-    codes = {v: k for k, v in TORCH_NAMES.items()}
-    return ITEM_BYTES[codes[dtype]]
 
 
 @dataclass(frozen=True)

@@ -89,13 +89,10 @@ class SlotTier:
             events.append(self.released[slot])
         return [e for e in events if e is not None]
 
-    def record(self, slot: int, kind: str, obj: int, start: float, end: float | None = None) -> None:
-        """Audit: `kind` is 'w' or 'r' over host times [start, end]."""
+    def record(self, slot: int, kind: str, obj: int, start: float) -> None:
+        """Audit: `kind` ('w' or 'r') of `slot` from host time `start` until now."""
         if self.log is not None:
-            self.log.append((slot, kind, obj, start, time.perf_counter() if end is None else end))
-
-    def resident(self) -> set[int]:
-        return set(self.slot_of)
+            self.log.append((slot, kind, obj, start, time.perf_counter()))
 
 
 def overlaps(log: list[tuple[int, str, int, float, float]]) -> list[tuple]:
