@@ -46,6 +46,7 @@ bench: install
 	$(PY) bench/record_overhead.py
 	$(PY) bench/synth_speed.py
 	$(PY) bench/simulator_vs_libcachesim.py
+	$(PY) bench/kernel.py
 	$(PY) bench/engine.py
 
 clean:

@@ -8,7 +8,7 @@ import typer
 
 from moecache_cli.options import parse_size
 from simulator.hardware import available_presets, load_hardware
-from simulator.policies import REGISTRY, make_params
+from simulator.policies import REGISTRY, make_params, policy_class
 from simulator.prefetchers import PREFETCHERS
 from traces.errors import MoecacheError
 
@@ -39,7 +39,7 @@ def check_policies(policies: list[str], pairs: list[str]) -> None:
     unknown = [p for p in policies if p not in REGISTRY]
     if unknown:
         raise MoecacheError(f"unknown policy '{unknown[0]}'; known: {', '.join(REGISTRY)}")
-    known = {name for p in policies for name in REGISTRY[p].Params.__dataclass_fields__}
+    known = {name for p in policies for name in policy_class(p).Params.__dataclass_fields__}
     for pair in pairs:
         key, sep, _ = pair.partition("=")
         if not sep:
@@ -51,7 +51,7 @@ def check_policies(policies: list[str], pairs: list[str]) -> None:
 
 def policy_params(policy: str, pairs: list[str]) -> object:
     """The policy's parameters with each --param KEY=VALUE that it has applied."""
-    fields = REGISTRY[policy].Params.__dataclass_fields__
+    fields = policy_class(policy).Params.__dataclass_fields__
     wanted = {}
     for pair in pairs:
         key, _, value = pair.partition("=")

@@ -58,7 +58,8 @@ def command(
     mrc: Annotated[bool, typer.Option("--mrc", help="Instead: LRU and Belady miss ratios at every capacity "
                                                     "(global demand caching), from one pass each.")] = False,
     bound: Annotated[bool, typer.Option("--bound/--no-bound", help="Add Belady as the bound column.")] = True,
-    engine: Annotated[str, typer.Option(help="fast (numba) or reference (plain Python, for checking).")] = "fast",
+    engine: Annotated[str, typer.Option(help="fast (numba; plain demand caching takes its own tight loop), kernel (the general "
+                                            "numba kernel for every mode), or reference (plain Python, for checking).")] = "fast",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write every run's metrics to this Parquet file.")]
     = None,
     wide: Annotated[bool, typer.Option("--wide", help="Every metric, policies side by side, however wide the "

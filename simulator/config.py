@@ -31,7 +31,7 @@ class SimConfig:
     sequential: bool | None = None  # default: only for --global with no RAM tier (plain demand caching)
     routing_bonus: float | None = None
     precision: str | None = None
-    engine: str = "fast"  # or "reference"
+    engine: str = "fast"  # "kernel": the general kernel even where the demand loop applies; "reference"
 
 
 @dataclass(frozen=True)

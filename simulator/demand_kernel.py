@@ -14,10 +14,12 @@ import numpy as np
 from numba import njit
 
 from simulator import events as ev
+from simulator.dlist import push_front, unlink
 from simulator.heap import sift_down, sift_up
-from simulator.kernel import BELADY, COUNT_SHIFT, FIFO, LFU, LRU
+from simulator.policies.lfu import COUNT_SHIFT
 
-DEMAND_POLICIES = (LRU, FIFO, LFU, BELADY)
+LRU, FIFO, LFU, BELADY = range(4)
+DEMAND_POLICIES = {"lru": LRU, "fifo": FIFO, "lfu": LFU, "belady": BELADY}  # the policies this loop knows
 # scalar state
 TICK, USED, HEAP_SIZE, N_EV = range(4)
 
@@ -35,21 +37,6 @@ def _rebuild(resident, key, hk, ho):
     return n
 
 
-@njit(cache=True, inline="always")
-def _unlink(prev, nxt, obj):
-    nxt[prev[obj]] = nxt[obj]
-    prev[nxt[obj]] = prev[obj]
-
-
-@njit(cache=True, inline="always")
-def _push_front(prev, nxt, obj):
-    sentinel = prev.shape[0] - 1
-    first = nxt[sentinel]
-    nxt[obj], prev[obj] = first, sentinel
-    prev[first] = obj
-    nxt[sentinel] = obj
-
-
 @njit(cache=True)
 def demand_replay(policy, bypass, capacity, sizes, resident, key, count, future, hk, ho, prev, nxt, scal, step0,
                   start, ptr, objects, acc_next, ev_step, ev_kind, ev_obj):
@@ -58,6 +45,7 @@ def demand_replay(policy, bypass, capacity, sizes, resident, key, count, future,
     room = ev_step.shape[0]
     heap_cap = hk.shape[0]
     tick, used, hn, n_ev = scal[TICK], scal[USED], scal[HEAP_SIZE], scal[N_EV]
+    sentinel = prev.shape[0] - 1
     s = start
     while s < steps:
         if n_ev + 4 * (ptr[s + 1] - ptr[s]) + resident.shape[0] + 16 > room:
@@ -71,8 +59,8 @@ def demand_replay(policy, bypass, capacity, sizes, resident, key, count, future,
                 tick += 1
                 if policy == LRU:
                     key[obj] = tick
-                    _unlink(prev, nxt, obj)
-                    _push_front(prev, nxt, obj)
+                    unlink(prev, nxt, obj)
+                    push_front(prev, nxt, sentinel, obj)
                 elif policy != FIFO:
                     if policy == LFU:
                         count[obj] += 1
@@ -91,7 +79,7 @@ def demand_replay(policy, bypass, capacity, sizes, resident, key, count, future,
             while used + sizes[obj] > capacity:
                 victim = -1
                 if policy == LRU or policy == FIFO:
-                    victim = prev[prev.shape[0] - 1] if prev[prev.shape[0] - 1] != prev.shape[0] - 1 else -1
+                    victim = prev[sentinel] if prev[sentinel] != sentinel else -1
                 while victim < 0 and hn > 0:  # smallest live entry (objects are never pinned here: one request at a time)
                     k, cand = hk[0], ho[0]
                     if resident[cand] and key[cand] == k:
@@ -106,7 +94,7 @@ def demand_replay(policy, bypass, capacity, sizes, resident, key, count, future,
                 resident[victim] = False
                 used -= sizes[victim]
                 if policy == LRU or policy == FIFO:
-                    _unlink(prev, nxt, victim)
+                    unlink(prev, nxt, victim)
                 ev_step[n_ev], ev_kind[n_ev], ev_obj[n_ev] = step, ev.EVICT_VRAM, victim
                 n_ev += 1
             if admitted:
@@ -121,7 +109,7 @@ def demand_replay(policy, bypass, capacity, sizes, resident, key, count, future,
                 else:
                     key[obj] = tick
                 if policy == LRU or policy == FIFO:
-                    _push_front(prev, nxt, obj)
+                    push_front(prev, nxt, sentinel, obj)
                 else:
                     if hn == heap_cap:
                         hn = _rebuild(resident, key, hk, ho)

@@ -5,8 +5,6 @@ for plain demand caching. Each hands its events, a batch of whole steps at a tim
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
-
 import numpy as np
 
 from simulator import kernel as kn
@@ -15,8 +13,8 @@ from simulator.config import Resolved, SimConfig
 from simulator.demand_kernel import DEMAND_POLICIES, N_EV, demand_replay
 from simulator.hardware import Hardware
 from simulator.policies import build_policy, policy_class
+from simulator.policies import fast
 from simulator.policies.base import TierView
-from simulator.policies.watermark import credit_density, distance_discount
 from simulator.steps import Steps
 from traces.reader import Trace
 
@@ -57,64 +55,51 @@ class ReferenceDriver:
 
 
 class KernelDriver:
-    """The numba implementation: `simulator.kernel` over flat state arrays."""
+    """The numba implementation: `simulator.kernel`, specialised on the policy's fast state."""
 
     def __init__(self, config: SimConfig, params: object, vram: TierView, ram: TierView | None,
                  resolved: Resolved, future: np.ndarray | None) -> None:
-        cls = policy_class(config.policy)
         cache = resolved.cache
-        layers, e = vram.num_layers, vram.num_experts
-        n = layers * e
-        heaps = layers if (cache.per_layer or cls.code == kn.LAYER_LRU) else 1
-        per_heap = e if heaps > 1 else n
-        values = {f.name: getattr(params, f.name) for f in fields(params)}
-        cfg = np.zeros(14, np.int64)
-        cfg[[kn.POLICY, kn.PER_LAYER, kn.INCLUSIVE, kn.SEQUENTIAL, kn.CPU_COMPUTE, kn.HAS_RAM, kn.LAYERS, kn.EXPERTS,
-             kn.HEAPS, kn.DECAY_EVERY, kn.MAX_ITERS, kn.HAS_FUTURE, kn.ROUTING, kn.BYPASS]] = [
-            cls.code, cache.per_layer, cache.inclusive, cache.sequential, cache.cpu_compute, ram is not None, layers, e,
-            heaps, values.get("decay_every", 0), values.get("max_iters", 1), future is not None,
-            cache.routing_bonus is not None, values.get("bypass", 0)]
-        ram_view = ram if ram is not None else vram
-        caps = np.zeros((2, len(cache.vram)), np.int64)
-        caps[0] = cache.vram
+        n = vram.num_layers * vram.num_experts
+        cfg = np.zeros(fast.CFG_FIELDS, np.int64)
+        cfg[[fast.PER_LAYER, fast.INCLUSIVE, fast.SEQUENTIAL, fast.CPU_COMPUTE, fast.HAS_RAM, fast.LAYERS, fast.EXPERTS,
+             fast.HAS_FUTURE, fast.ROUTING]] = [
+            cache.per_layer, cache.inclusive, cache.sequential, cache.cpu_compute, ram is not None, vram.num_layers,
+            vram.num_experts, future is not None, cache.routing_bonus is not None]
+        obj = np.zeros((fast.OBJ_ROWS, n), np.int64)
+        obj[fast.SIZE] = vram.sizes
+        obj[fast.PIN] = -1
+        if future is not None:
+            obj[fast.NEXT] = future
+        part = np.zeros((4, len(cache.vram)), np.int64)
+        part[fast.CAP] = cache.vram
         if cache.ram is not None:
-            caps[1] = cache.ram
-        gamma = values.get("gamma", 0.0)
-        self.state = kn.KernelState(
-            cfg=cfg, fp=np.array([values.get("alpha", 0.0), values.get("eta", 0.0), cache.routing_bonus or 0.0,
-                            values.get("lookahead_weight", 0.0)]),
-            sizes=vram.sizes.astype(np.int64), cap=caps, used=np.zeros_like(caps), res=np.zeros((2, n), bool),
-            cand=np.zeros((2, n), bool), key=np.zeros((2, n), np.int64), count=np.zeros((2, n), np.int64),
-            hk=np.zeros((2, heaps, 4 * per_heap + 64), np.int64), ho=np.zeros((2, heaps, 4 * per_heap + 64), np.int32),
-            hn=np.zeros((2, heaps), np.int64), stash_k=np.zeros(n, np.int64), stash_o=np.zeros(n, np.int32),
-            p=np.zeros(n), dens=np.stack([credit_density(vram), credit_density(ram_view)]),
-            disc=distance_discount(gamma, layers), lam=np.zeros((2, len(cache.vram))),
-            last_chosen=np.full(n, -1, np.int64), hinted=np.full(n, -1, np.int64), future=future if future is not None else np.zeros(n, np.int64),
-            pin=np.full(n, -1, np.int64), scal=np.array([0, 0, 0, -1, 0, -1], np.int64),
-            ev_step=np.zeros(EVENT_BUFFER, np.int64), ev_kind=np.zeros(EVENT_BUFFER, np.int8),
-            ev_obj=np.zeros(EVENT_BUFFER, np.int32), routing=np.zeros(3), step_objs=np.zeros(n, np.int32),
-            mark=np.full(n, -(1 << 62), np.int64))
+            part[fast.CAP + 1] = cache.ram
+        self.core = fast.CoreState(cfg=cfg, scal=np.zeros(3, np.int64), obj=obj, part=part,
+                                   ev=np.zeros((3, EVENT_BUFFER), np.int64),
+                                   fl=np.array([cache.routing_bonus or 0.0, 0.0, 0.0, 0.0]))
+        self.policy = policy_class(config.policy).fast_state(params, vram, ram)
 
     def run(self, steps: Steps, acc_next: np.ndarray | None, prefetch: tuple[np.ndarray, np.ndarray], step0: int,
             sink: Callable[[tuple[np.ndarray, np.ndarray, np.ndarray], int, int], None]) -> None:
-        st = self.state
+        cs = self.core
         rows = steps.rows
         logits = rows.logits if rows.logits is not None else np.zeros((1, 1), np.float32)
         nexts = acc_next if acc_next is not None else np.zeros(1, np.int64)
         start = 0
         while start < len(steps):
-            stop = kn.replay(st, step0, start, steps.layer, steps.ptr, steps.objects, steps.row_ptr, rows.experts,
-                             logits, nexts, prefetch[0], prefetch[1])
+            stop = kn.replay(self.policy, cs, step0, start, steps.layer, steps.ptr, steps.objects, steps.row_ptr,
+                             rows.experts, logits, nexts, prefetch[0], prefetch[1])
             if stop == start:
-                raise RuntimeError(f"event buffer of {len(st.ev_step)} events cannot hold one step's")
-            n = st.scal[kn.N_EV]
-            sink((st.ev_step[:n], st.ev_kind[:n], st.ev_obj[:n]), start, stop)
-            st.scal[kn.N_EV] = 0
+                raise RuntimeError(f"event buffer of {cs.ev.shape[1]} events cannot hold one step's")
+            n = cs.scal[fast.N_EV]
+            sink((cs.ev[0, :n], cs.ev[1, :n].astype(np.int8), cs.ev[2, :n].astype(np.int32)), start, stop)
+            cs.scal[fast.N_EV] = 0
             start = stop
 
     @property
     def routing(self) -> np.ndarray:
-        return self.state.routing.copy()
+        return self.core.fl[1:].copy()
 
 
 class DemandDriver:
@@ -123,7 +108,7 @@ class DemandDriver:
     def __init__(self, config: SimConfig, params: object, vram: TierView, ram: TierView | None,
                  resolved: Resolved, future: np.ndarray | None) -> None:
         n = vram.num_layers * vram.num_experts
-        self.policy = policy_class(config.policy).code
+        self.policy = DEMAND_POLICIES[config.policy]
         self.bypass = int(getattr(params, "bypass", 0))
         self.capacity = int(resolved.cache.vram[0])
         self.sizes = vram.sizes.astype(np.int64)
@@ -144,7 +129,7 @@ class DemandDriver:
         cache = resolved.cache
         return (cache.sequential and cache.ram is None and not cache.per_layer and not cache.cpu_compute
                 and config.prefetch == "none" and cache.routing_bonus is None
-                and policy_class(config.policy).code in DEMAND_POLICIES and not getattr(params, "decay_every", 0))
+                and config.policy in DEMAND_POLICIES and not getattr(params, "decay_every", 0))
 
     def run(self, steps: Steps, acc_next: np.ndarray | None, prefetch: tuple[np.ndarray, np.ndarray], step0: int,
             sink: Callable[[tuple[np.ndarray, np.ndarray, np.ndarray], int, int], None]) -> None:

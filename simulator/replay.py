@@ -50,8 +50,8 @@ def check(config: SimConfig, trace: Trace) -> None:
                             "none; record it with --logits")
     if config.prefetch == "lookahead" and not trace.has_lookahead:
         raise MoecacheError(f"{trace.path}: --prefetch lookahead needs the lookahead column; record with --lookahead")
-    if config.engine not in ("fast", "reference"):
-        raise MoecacheError(f"unknown engine '{config.engine}'; use fast or reference")
+    if config.engine not in ("fast", "kernel", "reference"):
+        raise MoecacheError(f"unknown engine '{config.engine}'; use fast, kernel or reference")
     check_dtype(config.hardware, config.precision or trace.meta.dtype, str(trace.path))
 
 
@@ -127,8 +127,10 @@ def simulate(path: Path | str, config: SimConfig, progress: Callable[[int, int],
     try:
         if config.engine == "reference":
             driver_cls = ReferenceDriver
+        elif config.engine == "fast" and DemandDriver.handles(config, prep.params, prep.resolved):
+            driver_cls = DemandDriver
         else:
-            driver_cls = DemandDriver if DemandDriver.handles(config, prep.params, prep.resolved) else KernelDriver
+            driver_cls = KernelDriver
         driver = driver_cls(config, prep.params, prep.vram, prep.ram, prep.resolved, prep.live_future)
         step0 = acc0 = rows = 0
         for steps in iter_steps(trace, logits=config.routing_bonus is not None,

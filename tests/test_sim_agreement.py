@@ -121,7 +121,8 @@ def libcachesim_misses(objects: np.ndarray, policy: str, capacity: int, tmp_path
     rows["next"] = plain_next_uses(objects)
     path = tmp_path / "requests.oracleGeneral"
     rows.tofile(path)
-    cls = {"lru": lcs.LRU, "fifo": lcs.FIFO, "lfu": lcs.LFU, "belady": lcs.Belady}[policy]
+    cls = {"lru": lcs.LRU, "fifo": lcs.FIFO, "lfu": lcs.LFU, "belady": lcs.Belady, "s3fifo": lcs.S3FIFO,
+           "arc": lcs.ARC}[policy]
     reader = lcs.TraceReader(str(path), lcs.TraceType.ORACLE_GENERAL_TRACE)
     miss_ratio, _ = cls(capacity).process_trace(reader)
     return round(miss_ratio * len(objects))
@@ -130,8 +131,10 @@ def libcachesim_misses(objects: np.ndarray, policy: str, capacity: int, tmp_path
 def check_against_libcachesim(path, tmp_path, capacities):
     path = split_row_groups(path, tmp_path)
     objects = raw_request_stream(path)
-    for policy in ("lru", "fifo", "lfu", "belady"):
+    for policy in ("lru", "fifo", "lfu", "belady", "s3fifo", "arc"):
         for capacity in capacities:
+            if policy == "s3fifo" and capacity < 20:
+                continue  # libCacheSim caches nothing while its small queue holds fewer than 2 (see policies.s3fifo)
             ours = simulate(path, SimConfig(policy=policy, hardware=HW, vram_experts=capacity, ram_bytes=0))
             assert ours.mode == "sequential demand caching" and ours.accesses == len(objects)
             assert (policy, capacity, ours.vram_misses) == (policy, capacity,
@@ -139,7 +142,21 @@ def check_against_libcachesim(path, tmp_path, capacities):
 
 
 def test_demand_caching_equals_libcachesim_on_synthetic(synth_trace, tmp_path):
-    check_against_libcachesim(synth_trace, tmp_path, (2, 16, 64, 128, 200))
+    check_against_libcachesim(synth_trace, tmp_path, (2, 16, 20, 29, 64, 128, 200))
+
+
+@pytest.mark.parametrize("policy", ["s3fifo", "arc"])
+def test_new_policies_equal_libcachesim_on_random_streams(tmp_path, make_trace, policy):
+    """S3-FIFO and ARC, written from their papers and libCacheSim's behaviour, on skewed and uniform streams
+    (cache sizes from 20 to 150 objects), each request a decode step of one expert."""
+    rng = np.random.default_rng(3)
+    for trial in range(6):
+        objects = (rng.zipf(1.3, 3000) if trial % 2 else rng.integers(0, 400, 3000)) % 256
+        path = make_trace([(token, 0, [int(x)]) for token, x in enumerate(objects)], num_experts=256)
+        for capacity in (20, 37, 150):
+            ours = simulate(path, SimConfig(policy=policy, hardware=HW, vram_experts=capacity, ram_bytes=0))
+            assert (trial, capacity, ours.vram_misses) == (trial, capacity,
+                                                           libcachesim_misses(objects, policy, capacity, tmp_path))
 
 
 @pytest.mark.parametrize("log", ["mixtral-8x7b-gsm8k.jsonl", "mixtral-8x7b-humaneval-p0.jsonl"])
@@ -181,6 +198,15 @@ def test_belady_with_bypass_kernel_equals_reference(synth_trace):
         np.testing.assert_array_equal(fast_events, slow_events)
         plain, _ = replay_events(synth_trace, "fast", "belady", **options)
         assert fast.vram_misses <= plain.vram_misses
+
+
+@pytest.mark.parametrize("policy", ["lru", "fifo", "lfu", "belady"])
+def test_general_kernel_equals_the_demand_loop(synth_trace, policy):
+    """The two fast paths of plain demand caching agree event for event (the bench compares their speed)."""
+    loop, loop_events = replay_events(synth_trace, "fast", policy, **CONFIGS["global demand"])
+    kernel, kernel_events = replay_events(synth_trace, "kernel", policy, **CONFIGS["global demand"])
+    np.testing.assert_array_equal(loop_events, kernel_events)
+    assert loop.to_dict() == kernel.to_dict()
 
 
 @pytest.mark.parametrize("policy", ["lru", "fifo", "lfu", "belady"])

@@ -145,3 +145,36 @@ def test_memory_aware_routing_trades_weight_for_hits(make_trace, engine):
 
 def test_registry_lists_every_required_policy():
     assert {"lru", "fifo", "lfu", "belady", "watermark", "affinity", "layer-lru"} <= set(REGISTRY)
+
+
+def evictions(path, policy: str, engine: str, **options) -> tuple[list[int], int]:
+    """(VRAM evictions in order, hits) of a hand-built trace."""
+    evicted: list[int] = []
+
+    def collect(steps, kinds, objects):
+        evicted.extend(int(o) for o in objects[kinds == ev.EVICT_VRAM])
+
+    result = simulate(path, SimConfig(policy=policy, hardware=load_hardware("desktop-24gb-pcie4"), engine=engine,
+                                      **options), on_events=collect)
+    return evicted, result.vram_hits
+
+
+@pytest.mark.parametrize("engine", ["kernel", "reference"])
+def test_s3fifo_by_hand_with_a_one_slot_small_queue(make_trace, engine):
+    """Two slots: small 1 (at least one, where libCacheSim would cache nothing), main 1, ghost 1. a b a c b a d c:
+    b enters main (small full, nothing evicted yet); c evicts a (count 1 < 2) into the ghost; a, a ghost hit,
+    evicts c into the ghost and enters main; d: main is over its share, b is reinserted (count 1 -> 0) and a
+    leaves; c, a ghost hit, evicts d."""
+    a, b, c, d = range(4)
+    path = make_trace([(t, 0, [x]) for t, x in enumerate([a, b, a, c, b, a, d, c])])
+    assert evictions(path, "s3fifo", engine, vram_experts=2, ram_bytes=0) == ([a, c, a, d], 2)
+
+
+@pytest.mark.parametrize("engine", ["kernel", "reference"])
+def test_arc_by_hand(make_trace, engine):
+    """Two slots, a b a c b a d c: a moves to T2; c evicts b (T1 over p = 0) into B1; b, a B1 hit, raises p to 1
+    and evicts a from T2 (T1 = p) into B2; a, a B2 hit, lowers p to 0 and evicts c into B1; d evicts b from T2
+    (T1 empty); c, a B1 hit, raises p to 1 and evicts a from T2. libCacheSim's ARC also misses 7 times here."""
+    a, b, c, d = range(4)
+    path = make_trace([(t, 0, [x]) for t, x in enumerate([a, b, a, c, b, a, d, c])])
+    assert evictions(path, "arc", engine, vram_experts=2, ram_bytes=0) == ([b, a, c, b, a], 1)

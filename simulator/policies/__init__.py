@@ -1,27 +1,34 @@
-"""The policy registry: one line per policy. The CLI choices, the kernel and the tests read it."""
+"""The policy registry: one line per policy. The CLI choices, the kernel and the tests read it.
+
+A policy is one file: its reference class (the hooks of `base.Policy`) and its fast rules for the
+numba kernel (`fast.register`), checked against each other event for event by the tests."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
-from simulator.policies.affinity import Affinity
 from simulator.policies.base import NoParams, Policy, TierView
-from simulator.policies.belady import Belady
-from simulator.policies.fifo import FIFO
-from simulator.policies.layer_lru import LayerLRU
-from simulator.policies.lfu import LFU
-from simulator.policies.lru import LRU
-from simulator.policies.watermark import WatermarkCredit
 from traces.errors import MoecacheError
 
-REGISTRY: dict[str, type[Policy]] = {cls.name: cls for cls in (LRU, FIFO, LFU, Belady, Affinity, LayerLRU,
-                                                                 WatermarkCredit)}
+REGISTRY: dict[str, str] = {  # name: module.Class, imported when first used (so the CLI starts without numba)
+    "lru": "lru.LRU",
+    "fifo": "fifo.FIFO",
+    "lfu": "lfu.LFU",
+    "belady": "belady.Belady",
+    "affinity": "affinity.Affinity",
+    "layer-lru": "layer_lru.LayerLRU",
+    "watermark": "watermark.WatermarkCredit",
+    "s3fifo": "s3fifo.S3FIFO",
+    "arc": "arc.ARC",
+}
 
 
 def policy_class(name: str) -> type[Policy]:
     if name not in REGISTRY:
         raise MoecacheError(f"unknown policy '{name}'; known: {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+    module, cls = REGISTRY[name].split(".")
+    return getattr(importlib.import_module(f"simulator.policies.{module}"), cls)
 
 
 def make_params(name: str, overrides: dict[str, object] | None = None) -> object:

@@ -15,7 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulator.policies import keyed
 from simulator.policies.base import KeyedPolicy, TierView, check_range
+from simulator.policies.fast import Rules, register
+
+AffinityState = keyed.keyed_state_class("AffinityState", __name__)  # aux[0]: the step at which each object was last chosen
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,6 @@ class AffinityParams:
 
 class Affinity(KeyedPolicy):
     name = "affinity"
-    code = 4
     Params = AffinityParams
 
     def __init__(self, params: AffinityParams, tier: TierView) -> None:
@@ -50,3 +53,19 @@ class Affinity(KeyedPolicy):
 
     def on_insert(self, obj: int, tick: int) -> None:
         self.keys[obj] = int(self.last_chosen[obj])
+
+    @staticmethod
+    def fast_state(params: AffinityParams, vram: TierView, ram: TierView | None) -> AffinityState:
+        return keyed.make_keyed(AffinityState, vram, vram.per_layer, aux=-1)
+
+
+def chosen(ps, cs, step, layer, objs):
+    for obj in objs:
+        ps.aux[0, obj] = step
+
+
+def rank(ps, cs, t, obj, tick):
+    keyed.set_key(ps, t, obj, ps.aux[0, obj])
+
+
+register(AffinityState, Rules(on_step=chosen, on_hit=rank, on_insert=rank, on_remove=keyed.on_remove, victim=keyed.victim))

@@ -53,7 +53,6 @@ class Policy:
     """Admit everything, never evict: the defaults that concrete policies override."""
 
     name: ClassVar[str] = ""
-    code: ClassVar[int] = -1  # the policy's number in simulator.kernel
     Params: ClassVar[type] = NoParams
     needs_future: ClassVar[bool] = False
 
@@ -82,6 +81,11 @@ class Policy:
     def victim(self, incoming: int, pinned: Container[int]) -> int | None:
         """The resident to evict so that `incoming` fits, or None to bypass `incoming`."""
         return None
+
+    @staticmethod
+    def fast_state(params: object, vram: TierView, ram: TierView | None) -> tuple:
+        """The empty state of this policy's fast rules (a NamedTuple registered with `fast.register`)."""
+        raise NotImplementedError
 
 
 class KeyedPolicy(Policy):

@@ -13,7 +13,12 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass
 
-from simulator.policies.base import KeyedPolicy, check_range
+from simulator.policies import keyed
+from simulator.policies.base import KeyedPolicy, TierView, check_range
+from simulator.policies.fast import NEXT, Rules, register
+
+BYPASS = 3  # keyed state scalar
+BeladyState = keyed.keyed_state_class("BeladyState", __name__)
 
 
 @dataclass(frozen=True)
@@ -27,7 +32,6 @@ class BeladyParams:
 
 class Belady(KeyedPolicy):
     name = "belady"
-    code = 3
     Params = BeladyParams
     needs_future = True
 
@@ -45,3 +49,21 @@ class Belady(KeyedPolicy):
         if victim is not None and self.params.bypass and self.tier.future[incoming] > self.tier.future[victim]:
             return None
         return victim
+
+    @staticmethod
+    def fast_state(params: BeladyParams, vram: TierView, ram: TierView | None) -> BeladyState:
+        return keyed.make_keyed(BeladyState, vram, vram.per_layer, par=(params.bypass,))
+
+
+def remember(ps, cs, t, obj, tick):
+    keyed.set_key(ps, t, obj, -cs.obj[NEXT, obj])
+
+
+def furthest(ps, cs, t, incoming):
+    victim = keyed.victim(ps, cs, t, incoming)
+    if victim >= 0 and ps.par[BYPASS] and cs.obj[NEXT, incoming] > cs.obj[NEXT, victim]:
+        return -1
+    return victim
+
+
+register(BeladyState, Rules(on_hit=remember, on_insert=remember, on_remove=keyed.on_remove, victim=furthest))

@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from simulator.policies import keyed
 from simulator.policies.base import KeyedPolicy, TierView, check_range
+from simulator.policies.fast import Rules, register, tiers
+
+COUNT_SHIFT = 40  # fast key: count << 40 | tick, the order of (count, tick)
+DECAY_EVERY, STEPS_SEEN = 3, 4  # keyed state scalars
+LFUState = keyed.keyed_state_class("LFUState", __name__)
 
 
 @dataclass(frozen=True)
@@ -25,7 +33,6 @@ class LFUParams:
 
 class LFU(KeyedPolicy):
     name = "lfu"
-    code = 2
     Params = LFUParams
 
     def __init__(self, params: LFUParams, tier: TierView) -> None:
@@ -53,3 +60,34 @@ class LFU(KeyedPolicy):
 
     def rank(self, obj: int) -> tuple[int, ...]:
         return (self.count[obj], self.keys[obj])
+
+    @staticmethod
+    def fast_state(params: LFUParams, vram: TierView, ram: TierView | None) -> LFUState:
+        return keyed.make_keyed(LFUState, vram, vram.per_layer, par=(params.decay_every, 0))
+
+
+def age(ps, cs, step, layer, objs):
+    ps.par[STEPS_SEEN] += 1
+    every = ps.par[DECAY_EVERY]
+    if every > 0 and ps.par[STEPS_SEEN] % every == 0:
+        for t in range(tiers(cs)):
+            for obj in range(ps.key.shape[1]):
+                if ps.cand[t, obj]:
+                    ps.aux[t, obj] = max(1, ps.aux[t, obj] // 2)
+                    tick = ps.key[t, obj] & ((np.int64(1) << COUNT_SHIFT) - 1)
+                    ps.key[t, obj] = (ps.aux[t, obj] << COUNT_SHIFT) | tick
+            for h in range(ps.hn.shape[1]):
+                keyed.rebuild(ps, t, h)
+
+
+def hit(ps, cs, t, obj, tick):
+    ps.aux[t, obj] += 1
+    keyed.set_key(ps, t, obj, (ps.aux[t, obj] << COUNT_SHIFT) | tick)
+
+
+def insert(ps, cs, t, obj, tick):
+    ps.aux[t, obj] = 1
+    keyed.set_key(ps, t, obj, (np.int64(1) << COUNT_SHIFT) | tick)
+
+
+register(LFUState, Rules(on_step=age, on_hit=hit, on_insert=insert, on_remove=keyed.on_remove, victim=keyed.victim))

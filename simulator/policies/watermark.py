@@ -19,8 +19,25 @@ from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from simulator.policies.base import Policy, TierView, check_range
+from simulator.policies.fast import CAP, PER_LAYER, SIZE, Rules, partition, partition_range, pinned, register, \
+    state_class, tiers
+
+ALPHA, ETA, LOOKAHEAD_WEIGHT = range(3)  # fast state floats
+MAX_ITERS, CURRENT, STEP, EXPERTS, LAYERS = range(5)  # fast state integers
+WatermarkState = state_class("WatermarkState", __name__, [
+    ("p", np.ndarray),  # (n,) float64 EWMA of being chosen
+    ("dens", np.ndarray),  # (2, n) float64 C/S over its mean, per tier
+    ("disc", np.ndarray),  # (L,) float64 exp(-gamma * D)
+    ("lam", np.ndarray),  # (2, P) float64 watermarks
+    ("fp", np.ndarray),  # (3,) float64 parameters above
+    ("hinted", np.ndarray),  # (n,) int64 step at which the prefetcher last predicted each object
+    ("mark", np.ndarray),  # (n,) int64 step at which each object was last chosen
+    ("cand", np.ndarray),  # (2, n) bool resident and evictable
+    ("par", np.ndarray),  # (5,) int64 integers above
+])
 
 
 @dataclass(frozen=True)
@@ -53,7 +70,6 @@ def distance_discount(gamma: float, num_layers: int) -> np.ndarray:
 
 class WatermarkCredit(Policy):
     name = "watermark"
-    code = 6
     Params = WatermarkParams
 
     def __init__(self, params: WatermarkParams, tier: TierView) -> None:
@@ -124,3 +140,86 @@ class WatermarkCredit(Policy):
         if best is None or best[0] >= self.credit(incoming):
             return None
         return best[1]
+
+    @staticmethod
+    def fast_state(params: WatermarkParams, vram: TierView, ram: TierView | None) -> WatermarkState:
+        n = vram.num_layers * vram.num_experts
+        return WatermarkState(p=np.zeros(n), dens=np.stack([credit_density(vram), credit_density(ram or vram)]),
+                     disc=distance_discount(params.gamma, vram.num_layers), lam=np.zeros((2, len(vram.capacity))),
+                     fp=np.array([params.alpha, params.eta, params.lookahead_weight]),
+                     hinted=np.full(n, -1, np.int64), mark=np.full(n, -1, np.int64), cand=np.zeros((2, n), np.bool_),
+                     par=np.array([params.max_iters, -1, -1, vram.num_experts, vram.num_layers], np.int64))
+
+
+@njit(cache=True, _nrt=False)
+def fast_credit(ps, t, obj):
+    distance = (obj // ps.par[EXPERTS] - ps.par[CURRENT]) % ps.par[LAYERS]
+    p = ps.p[obj]
+    if ps.hinted[obj] == ps.par[STEP]:
+        p = 1.0 - (1.0 - p) * (1.0 - ps.fp[LOOKAHEAD_WEIGHT])
+    return p * ps.disc[distance] * ps.dens[t, obj]
+
+
+@njit(cache=True, _nrt=False)
+def fast_adapt(ps, cs, t, part):
+    e = ps.par[EXPERTS]
+    lo, hi = (part * e, (part + 1) * e) if cs.cfg[PER_LAYER] else (0, ps.p.shape[0])
+    capacity = float(cs.part[CAP + t, part])
+    for _ in range(ps.par[MAX_ITERS]):
+        demand = 0
+        for obj in range(lo, hi):
+            if fast_credit(ps, t, obj) > ps.lam[t, part]:
+                demand += cs.obj[SIZE, obj]
+        ps.lam[t, part] = max(0.0, ps.lam[t, part] + ps.fp[ETA] * (demand - capacity) / capacity)
+        if demand <= capacity:
+            break
+
+
+def observe(ps, cs, step, layer, objs):
+    new_token = layer <= ps.par[CURRENT]
+    ps.par[CURRENT] = layer
+    ps.par[STEP] = step
+    for obj in objs:
+        ps.mark[obj] = step
+    e = ps.par[EXPERTS]
+    alpha = ps.fp[ALPHA]
+    for obj in range(layer * e, (layer + 1) * e):
+        ps.p[obj] = (1.0 - alpha) * ps.p[obj] + (alpha if ps.mark[obj] == step else 0.0)
+    if new_token or step == 0:
+        for t in range(tiers(cs)):
+            for part in range(ps.lam.shape[1]):
+                fast_adapt(ps, cs, t, part)
+
+
+def hint(ps, cs, step, layer, objs):
+    for obj in objs:
+        ps.hinted[obj] = step
+
+
+def enter(ps, cs, t, obj, tick):
+    ps.cand[t, obj] = True
+
+
+def leave(ps, cs, t, obj):
+    ps.cand[t, obj] = False
+
+
+def above_watermark(ps, cs, t, obj):
+    return fast_credit(ps, t, obj) > ps.lam[t, partition(cs, obj)]
+
+
+def lowest_credit(ps, cs, t, incoming):
+    lo, hi = partition_range(cs, incoming)
+    best, best_credit = -1, 0.0
+    for obj in range(lo, hi):
+        if ps.cand[t, obj] and not pinned(cs, t, obj):
+            c = fast_credit(ps, t, obj)
+            if best < 0 or c < best_credit:
+                best, best_credit = obj, c
+    if best < 0 or best_credit >= fast_credit(ps, t, incoming):
+        return -1
+    return best
+
+
+register(WatermarkState, Rules(on_step=observe, on_hint=hint, on_insert=enter, on_remove=leave, admit=above_watermark,
+                      victim=lowest_credit))

@@ -1,0 +1,144 @@
+"""The general kernel: accesses per second of every policy in every mode, against the demand loop and libCacheSim.
+
+One Qwen3-30B-A3B-shaped synthetic trace (default 10 million expert accesses, with router logits and a
+lookahead column) replayed in process by `simulate` (reading, steps, replay and accounting included; numba
+compiled beforehand) for every policy of the registry in each mode below. Ratios: to the demand loop's LRU
+(`simulator.demand_kernel`, the fastest path, same trace) and, in the demand mode, to libCacheSim's own
+policy in process on the same request stream (its binary trace written beforehand, not timed). Then whole
+processes, `moecache simulate` as a user runs it in the two-tier per-layer mode, with each process's own
+peak RSS. Targets (issue 9): >= 5 M accesses/s in every mode, within about 2x of the demand loop.
+Run: .venv/bin/python bench/kernel.py [--requests 128] [--trace PATH] [--policies lru,arc] [--modes ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from simulator.future import access_stream, next_uses
+from simulator.hardware import load_hardware
+from simulator.policies import REGISTRY, make_params
+from simulator.replay import SimConfig, simulate
+from traces.model_specs import load_spec
+from traces.reader import open_trace
+from traces.synth import SynthParams, synthesize
+
+HW = load_hardware("h100-pcie5")
+TWO_TIERS = dict(per_layer=True, vram_experts=32, ram_experts=64)
+MODES = {  # name: (SimConfig options, the same as simulate flags)
+    "demand": (dict(vram_experts=3072, ram_bytes=0), ["--global", "--vram-experts", "3072", "--ram", "0"]),
+    "two-tier per-layer": (TWO_TIERS, ["--per-layer", "--vram-experts", "32", "--ram-experts", "64"]),
+    "two-tier global": (dict(vram_experts=1536, ram_experts=3072), ["--global", "--vram-experts", "1536",
+                                                                     "--ram-experts", "3072"]),
+    "exclusive": (dict(TWO_TIERS, inclusive=False), []),
+    "cpu-compute": (dict(TWO_TIERS, cpu_compute=True), []),
+    "prefetch lookahead": (dict(TWO_TIERS, prefetch="lookahead"), []),
+    "prefetch transitions": (dict(TWO_TIERS, prefetch="transitions"), []),
+    "prefetch affinity": (dict(TWO_TIERS, prefetch="affinity"), []),
+    "routing bonus": (dict(TWO_TIERS, routing_bonus=0.5), []),
+}
+LIBCACHESIM = {"lru": "LRU", "fifo": "FIFO", "lfu": "LFU", "belady": "Belady", "s3fifo": "S3FIFO", "arc": "ARC"}
+
+
+def timed(path: Path, config: SimConfig) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = simulate(path, config)
+    return time.perf_counter() - start, result
+
+
+def libcachesim_rate(objects: np.ndarray, policy: str, capacity: int, folder: Path) -> tuple[float, int]:
+    """(accesses/s, misses) of libCacheSim's policy in process on the same request stream."""
+    import libcachesim as lcs
+
+    oracle = folder / "requests.oracleGeneral"
+    if not oracle.exists():
+        following, _ = next_uses(objects, int(objects.max()) + 1)
+        rows = np.zeros(len(objects), np.dtype([("t", "<u4"), ("id", "<u8"), ("size", "<u4"), ("next", "<i8")]))
+        rows["t"], rows["id"], rows["size"] = np.arange(len(objects)), objects.astype(np.uint64) + 1, 1
+        rows["next"] = np.where(following >= len(objects), -1, following)
+        rows.tofile(oracle)
+    cache = getattr(lcs, LIBCACHESIM[policy])(capacity)
+    start = time.perf_counter()
+    miss_ratio, _ = cache.process_trace(lcs.TraceReader(str(oracle), lcs.TraceType.ORACLE_GENERAL_TRACE))
+    return len(objects) / (time.perf_counter() - start), round(miss_ratio * len(objects))
+
+
+def whole_process(args: list[str]) -> tuple[float, float, str]:
+    """(seconds, peak RSS in MiB, stdout) of one command, measured for that process alone."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        out.seek(0)
+        text = out.read().decode()
+    if status != 0:
+        raise RuntimeError(f"{' '.join(args)} failed")
+    return seconds, usage.ru_maxrss / 1024, text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=128, help="requests of 204 tokens x 48 layers x 8 experts")
+    parser.add_argument("--trace", type=Path, help="use this trace instead of synthesising one")
+    parser.add_argument("--policies", default=",".join(REGISTRY))
+    parser.add_argument("--modes", default=",".join(MODES))
+    args = parser.parse_args()
+    policies, modes = args.policies.split(","), args.modes.split(",")
+    with tempfile.TemporaryDirectory(prefix="moecache-bench-") as tmp:
+        folder = Path(tmp)
+        path = args.trace
+        if path is None:
+            path = folder / "qwen3.parquet"
+            synthesize(load_spec("qwen3-30b-a3b"), path, SynthParams(requests=args.requests, prompt_tokens=1,
+                                                                     decode_tokens=203, logits=True,
+                                                                     lookahead_accuracy=0.8))
+        trace = open_trace(path)
+        objects = access_stream(trace)
+        accesses = len(objects)
+        print(f"trace: {trace.meta.model}-shaped, {trace.num_rows:,} rows, {accesses:,} expert accesses\n")
+        for policy in policies:  # compile (or load from numba's cache) before timing
+            simulate(path, SimConfig(policy=policy, hardware=HW, engine="kernel", **TWO_TIERS,
+                                     **({} if policy == "belady" else {"routing_bonus": 0.5})))
+        seconds, _ = timed(path, SimConfig(policy="lru", hardware=HW, **MODES["demand"][0]))
+        loop_rate = accesses / seconds
+        print(f"demand loop (simulator.demand_kernel), LRU, in process: {loop_rate / 1e6:.2f} M accesses/s\n")
+        print(f"{'mode':22} {'policy':10} {'M acc/s':>8} {'/loop':>6} {'libCacheSim M/s':>16} {'ours/lcs':>9}")
+        for mode in modes:
+            options = MODES[mode][0]
+            for policy in [*policies, "bound"]:  # bound: Belady with bypass, simulate's bound column
+                if policy in ("belady", "bound") and "routing_bonus" in options:
+                    continue
+                params = make_params("belady", {"bypass": 1}) if policy == "bound" else None
+                seconds, result = timed(path, SimConfig(policy="belady" if params else policy, params=params,
+                                                        hardware=HW, engine="kernel", **options))
+                rate = accesses / seconds
+                theirs = ""
+                if mode == "demand" and policy in LIBCACHESIM:
+                    lcs_rate, misses = libcachesim_rate(objects, policy, options["vram_experts"], folder)
+                    same = "" if misses == result.vram_misses else " (misses differ)"
+                    theirs = f"{lcs_rate / 1e6:16.2f} {rate / lcs_rate:8.2f}x{same}"
+                print(f"{mode:22} {policy:10} {rate / 1e6:8.2f} {rate / loop_rate:5.2f}x {theirs}", flush=True)
+        moecache = Path(sys.executable).with_name("moecache")
+        print("\nwhole processes, `moecache simulate` (start-up, imports, reading, replay, accounting):")
+        print(f"{'mode':22} {'policy':10} {'seconds':>8} {'M acc/s':>8} {'peak RSS MiB':>13}")
+        for mode in ("demand", "two-tier per-layer"):
+            for policy in policies:
+                seconds, rss, out = whole_process([str(moecache), "simulate", str(path), "-p", policy,
+                                                   *MODES[mode][1], "--no-bound", "--json"])
+                assert json.loads(out)["runs"][0]["accesses"] == accesses
+                print(f"{mode:22} {policy:10} {seconds:8.2f} {accesses / seconds / 1e6:8.2f} {rss:13.0f}", flush=True)
+        print(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
