@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
 from simulator import events as ev
+from simulator.jit import njit
 
 # counters
 (C_ACCESSES, C_COMPULSORY, C_NVME_BYTES, C_PCIE_BYTES, C_DOWN_BYTES, C_PF_ISSUED, C_PF_USED, C_PF_WASTED,

@@ -11,11 +11,11 @@ index is n), where their integer keys would order them the same; LFU and Belady 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from simulator import events as ev
 from simulator.dlist import push_front, unlink
 from simulator.heap import sift_down, sift_up
+from simulator.jit import njit
 from simulator.policies.lfu import COUNT_SHIFT
 
 LRU, FIFO, LFU, BELADY = range(4)

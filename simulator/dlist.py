@@ -7,7 +7,7 @@ list's sentinel points at itself. Every list must start with `reset`.
 
 from __future__ import annotations
 
-from numba import njit
+from simulator.jit import njit
 
 
 @njit(cache=True, _nrt=False, inline="always")

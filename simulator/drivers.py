@@ -5,6 +5,7 @@ for plain demand caching. Each hands its events, a batch of whole steps at a tim
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import numpy as np
 
 from simulator import kernel as kn
@@ -12,8 +13,7 @@ from simulator.cache import ReferenceCache
 from simulator.config import Resolved, SimConfig
 from simulator.demand_kernel import DEMAND_POLICIES, N_EV, demand_replay
 from simulator.hardware import Hardware
-from simulator.policies import build_policy, policy_class
-from simulator.policies import fast
+from simulator.policies import build_policy, fast, policy_class
 from simulator.policies.base import TierView
 from simulator.steps import Steps
 from traces.reader import Trace

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 
+from simulator.jit import njit
 from simulator.steps import iter_steps
 from traces.reader import Trace
 

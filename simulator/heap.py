@@ -6,7 +6,7 @@ when they reach the top, so one heap needs no decrease-key and no position index
 
 from __future__ import annotations
 
-from numba import njit
+from simulator.jit import njit
 
 
 @njit(cache=True)

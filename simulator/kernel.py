@@ -14,12 +14,12 @@ Legend: n objects (L*E), P partitions, ps the policy's fast state, cs the `CoreS
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 from numba.extending import overload
 
 from simulator import events as ev
-from simulator.policies.fast import (RULES, CPU_COMPUTE, EXPERTS, HAS_FUTURE, HAS_RAM, INCLUSIVE, MARK, N_EV, NEXT, PIN,
-                                     RES_RAM, RES_VRAM, ROUTING, SCRATCH, SEQUENTIAL, SIZE, STAMP, TICK, USED,
+from simulator.jit import njit
+from simulator.policies.fast import (CAP, CPU_COMPUTE, EXPERTS, HAS_FUTURE, HAS_RAM, INCLUSIVE, MARK, N_EV, NEXT, PIN,
+                                     RES_RAM, RES_VRAM, ROUTING, RULES, SCRATCH, SEQUENTIAL, SIZE, STAMP, TICK, USED,
                                      partition)
 from simulator.routing import reroute
 
@@ -92,7 +92,7 @@ def _ram_admit(ps, cs, step, obj):
     if not admit(ps, cs, 1, obj):
         return False
     part, size = partition(cs, obj), cs.obj[SIZE, obj]
-    while cs.part[USED + 1, part] + size > cs.part[1, part]:
+    while cs.part[USED + 1, part] + size > cs.part[CAP + 1, part]:
         out = victim(ps, cs, 1, obj)
         if out < 0:
             return False
@@ -124,7 +124,7 @@ def _vram_admit(ps, cs, step, obj):
     if not admit(ps, cs, 0, obj):
         return False
     part, size = partition(cs, obj), cs.obj[SIZE, obj]
-    while cs.part[USED, part] + size > cs.part[0, part]:
+    while cs.part[USED, part] + size > cs.part[CAP, part]:
         out = victim(ps, cs, 0, obj)
         if out < 0:
             return False

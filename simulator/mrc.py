@@ -22,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
 from simulator.heap import sift_down, sift_up
+from simulator.jit import njit
 
 
 @dataclass

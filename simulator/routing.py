@@ -9,7 +9,8 @@ new one. One njit function, so the reference core and the kernel compute the sam
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from simulator.jit import njit
 
 
 @njit(cache=True)

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
+from simulator.jit import njit
 from traces.reader import Trace, TraceArrays
 from traces.schema import DECODE
 

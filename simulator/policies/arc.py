@@ -16,14 +16,13 @@ unpinned, the other one is used.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Container
 
 import numpy as np
-from numba import njit
 
+from simulator.jit import njit
 from simulator.policies import queues
-from simulator.policies.base import Policy, TierView
+from simulator.policies.base import QueuedPolicy, TierView
 from simulator.policies.fast import CAP, SIZE, Rules, partition, register, state_class
 
 T1, T2, B1, B2 = range(4)
@@ -39,58 +38,43 @@ ARCState = state_class("ARCState", __name__, [
 ])
 
 
-class ARC(Policy):
+class ARC(QueuedPolicy):
     name = "arc"
+    num_queues = 4
 
     def __init__(self, params: object, tier: TierView) -> None:
         super().__init__(params, tier)
-        parts = len(tier.capacity)
-        self.lists = [[OrderedDict() for _ in range(4)] for _ in range(parts)]  # oldest first
-        self.used = np.zeros((parts, 4), np.int64)
-        self.p = np.zeros(parts)
+        self.p = np.zeros(len(tier.capacity))
         self.pending, self.ghost_hit = -1, -1  # the object being admitted and the ghost it came from
         self.evicting, self.to_ghost = -1, -1  # the chosen victim and the ghost it goes to
 
-    def _where(self, obj: int) -> int:
-        return next(q for q, lst in enumerate(self.lists[self.tier.partition(obj)]) if obj in lst)
-
-    def _add(self, obj: int, q: int) -> None:
-        part = self.tier.partition(obj)
-        self.lists[part][q][obj] = None
-        self.used[part, q] += self.tier.sizes[obj]
-
-    def _drop(self, obj: int, q: int) -> None:
-        part = self.tier.partition(obj)
-        del self.lists[part][q][obj]
-        self.used[part, q] -= self.tier.sizes[obj]
-
     def on_hit(self, obj: int, tick: int) -> None:
-        self._drop(obj, self._where(obj))
-        self._add(obj, T2)
+        self.drop(obj, self.queue_of(obj))
+        self.add(obj, T2)
 
     def admit(self, obj: int) -> bool:
         part, size = self.tier.partition(obj), int(self.tier.sizes[obj])
         b1, b2 = self.used[part, B1], self.used[part, B2]
         self.pending, self.ghost_hit = obj, -1
-        if obj in self.lists[part][B1]:
+        if obj in self.queues[part][B1]:
             self.p[part] = min(self.p[part] + max(b2 / b1, 1.0) * size, float(self.tier.capacity[part]))
             self.ghost_hit = B1
-        elif obj in self.lists[part][B2]:
+        elif obj in self.queues[part][B2]:
             self.p[part] = max(self.p[part] - max(b1 / b2, 1.0) * size, 0.0)
             self.ghost_hit = B2
         if self.ghost_hit >= 0:
-            self._drop(obj, self.ghost_hit)
+            self.drop(obj, self.ghost_hit)
         return True
 
     def on_insert(self, obj: int, tick: int) -> None:
-        self._add(obj, T2 if self.pending == obj and self.ghost_hit >= 0 else T1)
+        self.add(obj, T2 if self.pending == obj and self.ghost_hit >= 0 else T1)
         self.pending = -1
 
     def on_remove(self, obj: int) -> None:
-        where = self._where(obj)
-        self._drop(obj, where)
+        where = self.queue_of(obj)
+        self.drop(obj, where)
         if obj == self.evicting and self.to_ghost >= 0:
-            self._add(obj, self.to_ghost)
+            self.add(obj, self.to_ghost)
         self.evicting = -1
 
     def _replace(self, part: int, after_b2: bool) -> int:
@@ -100,20 +84,20 @@ class ARC(Policy):
 
     def victim(self, incoming: int, pinned: Container[int]) -> int | None:
         part, size = self.tier.partition(incoming), int(self.tier.sizes[incoming])
-        used, lists = self.used[part], self.lists[part]
+        used, lists = self.used[part], self.queues[part]
         ghost_hit = self.ghost_hit if self.pending == incoming else -1
         source, ghost = T1, B1
         if ghost_hit >= 0:
             source = self._replace(part, ghost_hit == B2)
         elif used[T1] + used[B1] + size > self.tier.capacity[part]:
             if used[B1] > 0:
-                self._drop(next(iter(lists[B1])), B1)
+                self.drop(next(iter(lists[B1])), B1)
                 source = self._replace(part, False)
             else:
                 ghost = -1
         else:
             if used.sum() >= 2 * self.tier.capacity[part] and used[B2] > 0:
-                self._drop(next(iter(lists[B2])), B2)
+                self.drop(next(iter(lists[B2])), B2)
             source = self._replace(part, False)
         if source == T2:
             ghost = B2

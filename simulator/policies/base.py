@@ -5,11 +5,13 @@ the prefetcher's prediction, `on_hit` and
 `on_insert` as objects are used or admitted, `on_remove` when they leave, `admit` before admitting,
 and `victim` until the incoming object fits. A policy never sees files, tensors or clocks; `tick`
 is the core's event counter. `KeyedPolicy` is the shared shape of policies that rank residents by
-one integer key and evict the smallest (ties: the lower object id).
+one integer key and evict the smallest (ties: the lower object id); `QueuedPolicy` that of policies
+made of FIFO queues (S3-FIFO, ARC).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -110,6 +112,32 @@ class KeyedPolicy(Policy):
             if best is None or candidate < best:
                 best = candidate
         return None if best is None else best[1]
+
+
+class QueuedPolicy(Policy):
+    """Residents (and ghosts) kept in `num_queues` FIFO queues per partition, oldest first, with their bytes."""
+
+    num_queues: ClassVar[int] = 1
+
+    def __init__(self, params: object, tier: TierView) -> None:
+        super().__init__(params, tier)
+        parts = len(tier.capacity)
+        self.queues = [[OrderedDict() for _ in range(self.num_queues)] for _ in range(parts)]
+        self.used = np.zeros((parts, self.num_queues), np.int64)
+
+    def queue_of(self, obj: int) -> int:
+        return next(q for q, queue in enumerate(self.queues[self.tier.partition(obj)]) if obj in queue)
+
+    def add(self, obj: int, q: int) -> None:
+        """`obj` becomes the newest of queue q of its partition."""
+        part = self.tier.partition(obj)
+        self.queues[part][q][obj] = None
+        self.used[part, q] += self.tier.sizes[obj]
+
+    def drop(self, obj: int, q: int) -> None:
+        part = self.tier.partition(obj)
+        del self.queues[part][q][obj]
+        self.used[part, q] -= self.tier.sizes[obj]
 
 
 def check_range(name: str, value: float, low: float, high: float | None = None) -> None:

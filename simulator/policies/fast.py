@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+
+from simulator.jit import njit
 
 # cfg fields
 PER_LAYER, INCLUSIVE, SEQUENTIAL, CPU_COMPUTE, HAS_RAM, LAYERS, EXPERTS, HAS_FUTURE, ROUTING = range(9)

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from simulator.policies import queues
 from simulator.policies.base import KeyedPolicy, TierView
 from simulator.policies.fast import Rules, register, state_class
-from simulator.policies.lru import leave, oldest, one_list_state
+from simulator.policies.lru import ONE_LIST, leave, oldest, one_list_state
 
-FIFOState = state_class("FIFOState", __name__, [
-    ("prev", np.ndarray),  # (2, n + P) int64: see simulator.policies.queues (one list per partition)
-    ("nxt", np.ndarray),
-    ("queue", np.ndarray),
-    ("used", np.ndarray),
-])
+FIFOState = state_class("FIFOState", __name__, ONE_LIST)
 
 
 class FIFO(KeyedPolicy):

@@ -17,9 +17,9 @@ Legend: n objects, H heaps per tier, C entries per heap, E experts per layer, L 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from simulator.heap import sift_down, sift_up
+from simulator.jit import njit
 from simulator.policies.base import TierView
 from simulator.policies.fast import pinned, state_class
 

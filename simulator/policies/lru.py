@@ -9,18 +9,19 @@ orders them as the reference's ticks do, with O(1) updates.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from simulator.jit import njit
 from simulator.policies import queues
 from simulator.policies.base import KeyedPolicy, TierView
 from simulator.policies.fast import Rules, partition, register, state_class
 
-LRUState = state_class("LRUState", __name__, [
-    ("prev", np.ndarray),  # (2, n + P) int64: see simulator.policies.queues (one list per partition)
+ONE_LIST = [  # the state of one list per partition and tier (LRU, FIFO)
+    ("prev", np.ndarray),  # (2, n + P) int64: see simulator.policies.queues
     ("nxt", np.ndarray),
     ("queue", np.ndarray),  # (2, n) int64: 0 in the list, -1 not
     ("used", np.ndarray),  # (2, P, 1) int64
-])
+]
+LRUState = state_class("LRUState", __name__, ONE_LIST)
 
 
 class LRU(KeyedPolicy):

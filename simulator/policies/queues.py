@@ -8,9 +8,9 @@ Legend: n objects, P partitions, Q queues per partition, t a tier.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from simulator import dlist
+from simulator.jit import njit
 from simulator.policies.fast import SIZE, partition, pinned
 
 

@@ -19,14 +19,13 @@ or more slots in the small queue the two agree.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Container
 from dataclasses import dataclass
 
 import numpy as np
 
 from simulator.policies import queues
-from simulator.policies.base import Policy, TierView, check_range
+from simulator.policies.base import QueuedPolicy, TierView, check_range
 from simulator.policies.fast import SIZE, Rules, partition, register, state_class
 
 SMALL, MAIN, GHOST = range(3)
@@ -66,33 +65,18 @@ def queue_capacities(params: S3FIFOParams, tier: TierView) -> np.ndarray:
     return np.stack([small, tier.capacity.astype(np.int64) - small, ghost], axis=1)
 
 
-class S3FIFO(Policy):
+class S3FIFO(QueuedPolicy):
     name = "s3fifo"
     Params = S3FIFOParams
+    num_queues = 3
 
     def __init__(self, params: S3FIFOParams, tier: TierView) -> None:
         super().__init__(params, tier)
-        parts = len(tier.capacity)
         self.cap = queue_capacities(params, tier)
-        self.queues = [[OrderedDict() for _ in range(3)] for _ in range(parts)]  # oldest first
-        self.used = np.zeros((parts, 3), np.int64)
-        self.evicted = np.zeros(parts, bool)
+        self.evicted = np.zeros(len(tier.capacity), bool)
         self.count: dict[int, int] = {}
         self.pending = -1  # the object whose admission found it in the ghost
         self.evicting = -1  # the small-queue victim, which goes to the ghost when removed
-
-    def _queue_of(self, obj: int) -> int:
-        return next(q for q, queue in enumerate(self.queues[self.tier.partition(obj)]) if obj in queue)
-
-    def _add(self, obj: int, q: int) -> None:
-        part = self.tier.partition(obj)
-        self.queues[part][q][obj] = None
-        self.used[part, q] += self.tier.sizes[obj]
-
-    def _drop(self, obj: int, q: int) -> None:
-        part = self.tier.partition(obj)
-        del self.queues[part][q][obj]
-        self.used[part, q] -= self.tier.sizes[obj]
 
     def on_hit(self, obj: int, tick: int) -> None:
         self.count[obj] += 1
@@ -101,19 +85,19 @@ class S3FIFO(Policy):
         part, size = self.tier.partition(obj), self.tier.sizes[obj]
         self.pending = -1
         if obj in self.queues[part][GHOST]:
-            self._drop(obj, GHOST)
+            self.drop(obj, GHOST)
             self.pending = obj
         return size <= self.cap[part, SMALL]
 
     def on_insert(self, obj: int, tick: int) -> None:
         part = self.tier.partition(obj)
         full = not self.evicted[part] and self.used[part, SMALL] >= self.cap[part, SMALL]
-        self._add(obj, MAIN if self.pending == obj or full else SMALL)
+        self.add(obj, MAIN if self.pending == obj or full else SMALL)
         self.count[obj] = 0
         self.pending = -1
 
     def on_remove(self, obj: int) -> None:
-        self._drop(obj, self._queue_of(obj))
+        self.drop(obj, self.queue_of(obj))
         del self.count[obj]
         if obj != self.evicting:
             return
@@ -122,8 +106,8 @@ class S3FIFO(Policy):
         ghost = self.queues[part][GHOST]
         if size <= self.cap[part, GHOST]:
             while self.used[part, GHOST] + size > self.cap[part, GHOST]:
-                self._drop(next(iter(ghost)), GHOST)
-            self._add(obj, GHOST)
+                self.drop(next(iter(ghost)), GHOST)
+            self.add(obj, GHOST)
 
     def victim(self, incoming: int, pinned: Container[int]) -> int | None:
         part = self.tier.partition(incoming)
@@ -134,8 +118,8 @@ class S3FIFO(Policy):
                 if self.count[obj] < self.params.threshold:
                     self.evicting = obj
                     return obj
-                self._drop(obj, SMALL)
-                self._add(obj, MAIN)
+                self.drop(obj, SMALL)
+                self.add(obj, MAIN)
                 self.count[obj] = 0
         while (obj := next((x for x in main if x not in pinned), None)) is not None:
             if self.count[obj] == 0:

@@ -19,10 +19,10 @@ from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
+from simulator.jit import njit
 from simulator.policies.base import Policy, TierView, check_range
-from simulator.policies.fast import CAP, PER_LAYER, SIZE, Rules, partition, partition_range, pinned, register, \
+from simulator.policies.fast import CAP, SIZE, Rules, partition, partition_range, pinned, register, \
     state_class, tiers
 
 ALPHA, ETA, LOOKAHEAD_WEIGHT = range(3)  # fast state floats
@@ -145,10 +145,12 @@ class WatermarkCredit(Policy):
     def fast_state(params: WatermarkParams, vram: TierView, ram: TierView | None) -> WatermarkState:
         n = vram.num_layers * vram.num_experts
         return WatermarkState(p=np.zeros(n), dens=np.stack([credit_density(vram), credit_density(ram or vram)]),
-                     disc=distance_discount(params.gamma, vram.num_layers), lam=np.zeros((2, len(vram.capacity))),
-                     fp=np.array([params.alpha, params.eta, params.lookahead_weight]),
-                     hinted=np.full(n, -1, np.int64), mark=np.full(n, -1, np.int64), cand=np.zeros((2, n), np.bool_),
-                     par=np.array([params.max_iters, -1, -1, vram.num_experts, vram.num_layers], np.int64))
+                              disc=distance_discount(params.gamma, vram.num_layers),
+                              lam=np.zeros((2, len(vram.capacity))),
+                              fp=np.array([params.alpha, params.eta, params.lookahead_weight]),
+                              hinted=np.full(n, -1, np.int64), mark=np.full(n, -1, np.int64),
+                              cand=np.zeros((2, n), np.bool_),
+                              par=np.array([params.max_iters, -1, -1, vram.num_experts, vram.num_layers], np.int64))
 
 
 @njit(cache=True, _nrt=False)
@@ -162,8 +164,7 @@ def fast_credit(ps, t, obj):
 
 @njit(cache=True, _nrt=False)
 def fast_adapt(ps, cs, t, part):
-    e = ps.par[EXPERTS]
-    lo, hi = (part * e, (part + 1) * e) if cs.cfg[PER_LAYER] else (0, ps.p.shape[0])
+    lo, hi = partition_range(cs, part * ps.par[EXPERTS])
     capacity = float(cs.part[CAP + t, part])
     for _ in range(ps.par[MAX_ITERS]):
         demand = 0
@@ -221,5 +222,5 @@ def lowest_credit(ps, cs, t, incoming):
     return best
 
 
-register(WatermarkState, Rules(on_step=observe, on_hint=hint, on_insert=enter, on_remove=leave, admit=above_watermark,
-                      victim=lowest_credit))
+register(WatermarkState, Rules(on_step=observe, on_hint=hint, on_insert=enter, on_remove=leave,
+                               admit=above_watermark, victim=lowest_credit))
