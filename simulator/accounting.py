@@ -76,7 +76,7 @@ def _link(times, free, start, duration):
     return end
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _account(ev_step, ev_kind, ev_obj, step0, layer, tokens, decode, new_token, count, sizes, pcie_s, nvme_s,
              gpu_tok, gpu_floor, cpu_tok, cpu_floor, gpu_fixed, cpu_fixed, top_k, num_experts, kinds, counters, times, layer_accesses,
              layer_hits, seen, prefetched, arrival, ram_ready, stalls):

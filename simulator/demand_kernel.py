@@ -37,7 +37,7 @@ def _rebuild(resident, key, hk, ho):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def demand_replay(policy, bypass, capacity, sizes, resident, key, count, future, hk, ho, prev, nxt, scal, step0,
                   start, ptr, objects, acc_next, ev_step, ev_kind, ev_obj):
     """Replay steps from `start` until done or the event buffer runs short; returns the next step."""

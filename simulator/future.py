@@ -9,25 +9,25 @@ from pathlib import Path
 import numpy as np
 
 from simulator.jit import njit
-from simulator.steps import iter_steps
+from simulator.steps import iter_steps, read_ahead
 from traces.reader import Trace
 
 NEVER = np.int64(1) << 62  # next use of an object that is not used again
 
 
-@njit(cache=True)
-def _next_uses(objects: np.ndarray, next_use: np.ndarray, last: np.ndarray) -> None:
-    """Backwards: next_use[a] = the next index with the same object, NEVER if none; `last` ends as
-    each object's first index."""
+@njit(cache=True, nogil=True)
+def _next_uses(objects: np.ndarray, next_use: np.ndarray, last: np.ndarray, offset: int) -> None:
+    """Backwards: next_use[a] = the next index (global: + offset) with the same object, or `last`'s entry
+    for it (NEVER if none, or the first use after this chunk); `last` ends as each object's first index."""
     for a in range(objects.shape[0] - 1, -1, -1):
         obj = objects[a]
         next_use[a] = last[obj]
-        last[obj] = a
+        last[obj] = a + offset
 
 
 def access_chunks(trace: Trace) -> Iterator[np.ndarray]:
     """The objects of every access, in order, one row group at a time."""
-    for steps in iter_steps(trace):
+    for steps in read_ahead(iter_steps(trace)):
         yield steps.objects
 
 
@@ -41,12 +41,20 @@ def next_uses(objects: np.ndarray, num_objects: int) -> tuple[np.ndarray, np.nda
     """(next use of each access, first use of each object), NEVER where there is none."""
     following = np.empty(len(objects), np.int64)
     first = np.full(num_objects, NEVER, np.int64)
-    _next_uses(objects, following, first)
+    _next_uses(objects, following, first, 0)
     return following, first
 
 
+CHUNK = 1 << 22  # accesses per chunk of the next-use pass and of each read
+
+
 class Future:
-    """Next-use indices of every access of a trace, on disk (numpy memmaps in a temporary folder)."""
+    """Next-use indices of every access of a trace, in a file (8 bytes per access, in a temporary folder).
+
+    One pass over the trace writes the access stream to disk; a second pass, backwards over that file a
+    chunk at a time, writes each access's next use. Both files are read and written through plain file
+    I/O, never mapped, so they sit in the page cache and not in this process's resident memory, which stays
+    bounded by one chunk however long the trace is."""
 
     def __init__(self, trace: Trace) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="moecache-future-")
@@ -56,13 +64,26 @@ class Future:
             for chunk in access_chunks(trace):
                 f.write(chunk.astype(np.int32).tobytes())
                 total += len(chunk)
-        objects = np.memmap(folder / "objects.bin", dtype=np.int32, mode="r", shape=(total,)) if total \
-            else np.zeros(0, np.int32)
-        self.next_use = np.lib.format.open_memmap(folder / "next.npy", mode="w+", dtype=np.int64,
-                                                  shape=(max(total, 1),))
         self.first_use = np.full(trace.meta.num_layers * trace.meta.num_experts, NEVER, np.int64)
-        _next_uses(objects, self.next_use[:total], self.first_use)
-        del objects
+        self._path = folder / "next.bin"
+        with (folder / "objects.bin").open("rb") as src, self._path.open("wb") as dst:
+            dst.truncate(total * 8)
+            for hi in range(total, 0, -CHUNK):
+                lo = max(0, hi - CHUNK)
+                src.seek(lo * 4)
+                objects = np.fromfile(src, np.int32, hi - lo)
+                following = np.empty(hi - lo, np.int64)
+                _next_uses(objects, following, self.first_use, lo)
+                dst.seek(lo * 8)
+                following.tofile(dst)
+        (folder / "objects.bin").unlink()
+        self._file = self._path.open("rb")
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        """Next uses of accesses start .. start + count."""
+        self._file.seek(start * 8)
+        return np.fromfile(self._file, np.int64, count)
 
     def close(self) -> None:
+        self._file.close()
         self._dir.cleanup()

@@ -1,7 +1,8 @@
 """Binary min-heap primitives over parallel (key, object) arrays, ordered by (key, object id).
 
-The kernels keep lazy heaps: entries are pushed whenever a key changes and stale ones are skipped
-when they reach the top, so one heap needs no decrease-key and no position index.
+The demand loop and the miss-ratio curves keep lazy heaps: entries are pushed whenever a key
+changes and stale ones are skipped when they reach the top, so one heap needs no decrease-key and
+no position index.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 from simulator.jit import njit
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def less(k1, o1, k2, o2):
     return k1 < k2 or (k1 == k2 and o1 < o2)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def sift_up(hk, ho, i):
     while i > 0:
         parent = (i - 1) // 2
@@ -25,7 +26,7 @@ def sift_up(hk, ho, i):
         i = parent
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def sift_down(hk, ho, n, i):
     while True:
         left = 2 * i + 1

@@ -3,7 +3,9 @@
 Each one learns from the recorded routing only (never from cache state), so the same plan serves
 every policy of a comparison, and the engine can drive the same objects online: `predict(s)`
 then `observe(s)` for each step. The target is the next layer (layer 0 of the next token after
-the last layer). At most `limit` objects per step, in order of confidence.
+the last layer). At most `limit` objects per step, in order of confidence. These classes are the
+reference; `fast_plan` gives the same plan for a chunk of steps from `simulator.prefetch_kernel`
+(numba), with learning state of its own.
 
 - `lookahead`: the trace's lookahead column (the next layer's gate on this layer's input, as in
   mixtral-offloading and Pre-gated MoE); nothing at the last layer.
@@ -40,6 +42,10 @@ class Prefetcher:
     def observe(self, steps: Steps, s: int) -> None:
         """Learn from step s (after predict)."""
 
+    def fast_plan(self, steps: Steps) -> tuple[np.ndarray, np.ndarray]:
+        """`plan(self, steps)` from the numba kernels (a prefetcher is driven one way or the other, not both)."""
+        return np.zeros(len(steps) + 1, np.int64), np.zeros(0, np.int32)
+
     def _top(self, layer: int, scores: np.ndarray) -> list[int]:
         """The `limit` experts of `layer` with the highest positive score (ties: lower id)."""
         order = np.argsort(-scores, kind="mergesort")[: self.limit]
@@ -64,6 +70,15 @@ class LookaheadPrefetcher(Prefetcher):
                     out.append(base + int(e))
         return out[: self.limit]
 
+    def fast_plan(self, steps: Steps) -> tuple[np.ndarray, np.ndarray]:
+        from simulator.prefetch_kernel import lookahead_plan
+
+        if steps.rows.lookahead is None:
+            raise MoecacheError("the lookahead prefetcher needs a trace with a lookahead column; "
+                                "record with --lookahead")
+        return lookahead_plan(steps.layer, steps.row_ptr, steps.rows.lookahead, self.num_layers, self.num_experts,
+                              self.limit)
+
 
 class AffinityPrefetcher(Prefetcher):
     name = "affinity"
@@ -72,6 +87,7 @@ class AffinityPrefetcher(Prefetcher):
         super().__init__(num_layers, num_experts, limit)
         self.recency = np.zeros(num_layers * num_experts, np.float64)  # 1 + step last chosen; 0 never
         self.step = 0
+        self.clock = np.zeros(1, np.int64)  # fast_plan's step counter
 
     def predict(self, steps: Steps, s: int) -> list[int]:
         layer = self.next_layer(int(steps.layer[s]))
@@ -82,6 +98,12 @@ class AffinityPrefetcher(Prefetcher):
         self.step += 1
         self.recency[steps.objects[steps.ptr[s]:steps.ptr[s + 1]]] = self.step
 
+    def fast_plan(self, steps: Steps) -> tuple[np.ndarray, np.ndarray]:
+        from simulator.prefetch_kernel import affinity_plan
+
+        return affinity_plan(steps.layer, steps.ptr, steps.objects, self.recency, self.clock, self.num_layers,
+                             self.num_experts, self.limit)
+
 
 class TransitionPrefetcher(Prefetcher):
     name = "transitions"
@@ -90,6 +112,8 @@ class TransitionPrefetcher(Prefetcher):
         super().__init__(num_layers, num_experts, limit)
         self.counts = np.zeros((num_layers, num_experts, num_experts), np.int64)
         self.previous: tuple[int, int, np.ndarray] | None = None  # (request, layer, experts)
+        self.fast_previous = np.array([-1, -1, -1], np.int64)  # fast_plan's (request, layer, expert count)
+        self.fast_previous_experts = np.zeros(num_experts, np.int64)
 
     def _experts(self, steps: Steps, s: int) -> np.ndarray:
         return steps.objects[steps.ptr[s]:steps.ptr[s + 1]] % self.num_experts
@@ -108,6 +132,12 @@ class TransitionPrefetcher(Prefetcher):
                 self.counts[prev_layer][np.ix_(prev_experts, experts)] += 1
         self.previous = (request, layer, experts)
 
+    def fast_plan(self, steps: Steps) -> tuple[np.ndarray, np.ndarray]:
+        from simulator.prefetch_kernel import transitions_plan
+
+        return transitions_plan(steps.layer, steps.request, steps.ptr, steps.objects, self.counts, self.fast_previous,
+                                self.fast_previous_experts, self.num_layers, self.num_experts, self.limit)
+
 
 PREFETCHERS: dict[str, type[Prefetcher]] = {cls.name: cls for cls in (Prefetcher, LookaheadPrefetcher,
                                                                       AffinityPrefetcher, TransitionPrefetcher)}
@@ -121,8 +151,11 @@ def make_prefetcher(name: str, num_layers: int, num_experts: int, limit: int) ->
     return PREFETCHERS[name](num_layers, num_experts, limit)
 
 
-def plan(prefetcher: Prefetcher, steps: Steps) -> tuple[np.ndarray, np.ndarray]:
-    """Prefetch candidates for every step of a chunk: (ptr (S+1,), objects), like Steps' layout."""
+def plan(prefetcher: Prefetcher, steps: Steps, fast: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Prefetch candidates for every step of a chunk: (ptr (S+1,), objects), like Steps' layout; `fast`: from
+    the numba kernels, else from the reference's predict and observe."""
+    if fast:
+        return prefetcher.fast_plan(steps)
     ptr = np.zeros(len(steps) + 1, np.int64)
     out: list[int] = []
     if type(prefetcher) is Prefetcher:

@@ -1,14 +1,18 @@
 """Replay one trace through one configuration: resolve capacities, stream steps row group by row
 group, drive the cache (numba kernel, or the plain reference), account events, summarise.
 
-Belady reads the future: a first pass writes every access's object to a disk-backed array and
-computes next-use indices backwards (`simulator.future`), so even Belady's memory does not grow
-with the trace.
+Three threads share the work: one reads the next row group, cuts it into steps and plans its
+prefetches (`steps.read_ahead`), the caller's replays this one, and one accounts the events of the
+previous batch (`Accountant`); the numba kernels release the GIL. Belady reads the future: a first
+pass writes every access's next use to a file (`simulator.future`), so even Belady's memory does not
+grow with the trace.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future as Pending, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +27,7 @@ from simulator.metrics import RunResult, summarize
 from simulator.mrc import belady_curve, lru_curve
 from simulator.policies import TierView, policy_class
 from simulator.prefetchers import Prefetcher, make_prefetcher, plan
-from simulator.steps import Steps, iter_steps
+from simulator.steps import Steps, iter_steps, read_ahead
 from traces.errors import MoecacheError
 from traces.reader import Trace, open_trace
 
@@ -74,7 +78,7 @@ class Prepared:
 
     def next_uses(self, acc0: int, steps: Steps) -> np.ndarray | None:
         """Next-use index of each access of `steps`, which start at access `acc0` (Belady only)."""
-        return None if self.future is None else np.asarray(self.future.next_use[acc0:acc0 + steps.accesses])
+        return None if self.future is None else self.future.read(acc0, steps.accesses)
 
     def account(self, events: tuple[np.ndarray, np.ndarray, np.ndarray], step0: int, steps: Steps, lo: int,
                 hi: int) -> None:
@@ -118,6 +122,46 @@ def prepare(trace: Trace, config: SimConfig) -> Prepared:
                     ac.Tally.start(meta.num_layers, len(sizes)))
 
 
+class Accountant:
+    """Accounts each batch of events on a thread of its own while the driver replays the next batch (the
+    accounting kernel releases the GIL); batches stay in order, one waits at most, errors surface here."""
+
+    def __init__(self, prep: Prepared) -> None:
+        self.prep = prep
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="moecache-accounting")
+        self.pending: Pending | None = None
+
+    def add(self, events: tuple[np.ndarray, np.ndarray, np.ndarray], step0: int, steps: Steps, lo: int,
+            hi: int) -> None:
+        self.wait()
+        self.pending = self.pool.submit(self.prep.account, events, step0, steps, lo, hi)
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def __enter__(self) -> Accountant:
+        return self
+
+    def __exit__(self, kind: type | None, *_: object) -> None:
+        try:
+            if kind is None:
+                self.wait()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _planned_steps(trace: Trace, config: SimConfig,
+                   prefetcher: Prefetcher) -> Iterator[tuple[Steps, tuple[np.ndarray, np.ndarray]]]:
+    """Each chunk of steps with the prefetcher's plan for it (the plan learns from the recorded routing only,
+    so it can run ahead of the replay, on the read-ahead thread)."""
+    for steps in iter_steps(trace, logits=config.routing_bonus is not None, lookahead=config.prefetch == "lookahead"):
+        if steps.rows.logits is not None:
+            steps.rows.logits = steps.rows.logits.astype(np.float32)
+        yield steps, plan(prefetcher, steps, fast=config.engine != "reference")
+
+
 def simulate(path: Path | str, config: SimConfig, progress: Callable[[int, int], None] | None = None,
              on_events: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None) -> RunResult:
     """Replay the trace at `path` under `config`; `progress(rows_done, rows_total)` after each row group,
@@ -133,22 +177,22 @@ def simulate(path: Path | str, config: SimConfig, progress: Callable[[int, int],
             driver_cls = KernelDriver
         driver = driver_cls(config, prep.params, prep.vram, prep.ram, prep.resolved, prep.live_future)
         step0 = acc0 = rows = 0
-        for steps in iter_steps(trace, logits=config.routing_bonus is not None,
-                                lookahead=config.prefetch == "lookahead"):
-            if steps.rows.logits is not None:
-                steps.rows.logits = steps.rows.logits.astype(np.float32)
+        ahead = read_ahead(_planned_steps(trace, config, prep.prefetcher))
+        with Accountant(prep) as accountant, closing(ahead):
+            for steps, hints in ahead:
 
-            def sink(events, lo, hi, steps=steps, step0=step0):
-                if on_events is not None:
-                    on_events(*(a.copy() for a in events))
-                prep.account(events, step0, steps, lo, hi)
+                def sink(events, lo, hi, steps=steps, step0=step0):
+                    events = tuple(a.copy() for a in events)  # the driver reuses its buffer
+                    if on_events is not None:
+                        on_events(*(a.copy() for a in events))
+                    accountant.add(events, step0, steps, lo, hi)
 
-            driver.run(steps, prep.next_uses(acc0, steps), plan(prep.prefetcher, steps), step0, sink)
-            step0 += len(steps)
-            acc0 += steps.accesses
-            rows += len(steps.rows)
-            if progress is not None:
-                progress(rows, trace.num_rows)
+                driver.run(steps, prep.next_uses(acc0, steps), hints, step0, sink)
+                step0 += len(steps)
+                acc0 += steps.accesses
+                rows += len(steps.rows)
+                if progress is not None:
+                    progress(rows, trace.num_rows)
     finally:
         prep.close()
     return prep.summary(config, driver.routing)

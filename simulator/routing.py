@@ -17,14 +17,46 @@ from simulator.jit import njit
 def reroute(logits: np.ndarray, recorded: np.ndarray, resident: np.ndarray, bonus: float) -> tuple[np.ndarray, float]:
     """(new top-k expert ids by descending boosted score, ties to the lower id; softmax mass lost).
 
-    logits: (E,) float16 of one token; recorded: (K,) the recorded choice; resident: (E,) bool of
-    this layer's experts in VRAM."""
-    raw = logits.astype(np.float64)
-    boosted = raw + bonus * resident.astype(np.float64)
-    chosen = np.argsort(-boosted, kind="mergesort")[:recorded.shape[0]].astype(np.int16)
-    weights = np.exp(raw - raw.max())
-    total = weights.sum()
+    logits: (E,) float16 of one token; recorded: (K,) the recorded choice; resident: (E,) nonzero where
+    this layer's expert is in VRAM."""
+    chosen = np.empty(recorded.shape[0], np.int16)
+    lost = reroute_into(logits, recorded, resident, bonus, chosen, np.empty(recorded.shape[0], np.float64))
+    return chosen, lost
+
+
+@njit(cache=True, _nrt=False)
+def reroute_into(logits, recorded, resident, bonus, chosen, kept) -> float:
+    """`reroute` without allocating: the new choice goes to `chosen` (K,), `kept` (K,) float64 is scratch;
+    returns the weight lost. One pass keeps the best K so far in order (equal scores: lower id first)."""
+    k = recorded.shape[0]
+    n = 0
+    floor = -np.inf  # a score must beat this once K are kept
+    for e in range(logits.shape[0]):
+        boosted = np.float64(logits[e]) + bonus if resident[e] else np.float64(logits[e])
+        if boosted <= floor:
+            continue
+        i = min(n, k - 1)
+        while i > 0 and kept[i - 1] < boosted:
+            kept[i] = kept[i - 1]
+            chosen[i] = chosen[i - 1]
+            i -= 1
+        kept[i] = boosted
+        chosen[i] = e
+        n = min(n + 1, k)
+        if n == k:
+            floor = kept[k - 1]
+    same = True
+    for j in range(k):
+        same = same and chosen[j] == recorded[j]
+    if same:  # every term below is exactly 0
+        return 0.0
+    top = -np.inf
+    for e in range(logits.shape[0]):
+        top = max(top, np.float64(logits[e]))
+    total = 0.0
+    for e in range(logits.shape[0]):
+        total += np.exp(np.float64(logits[e]) - top)
     lost = 0.0
-    for j in range(recorded.shape[0]):
-        lost += (weights[recorded[j]] - weights[chosen[j]]) / total
-    return chosen, max(lost, 0.0)
+    for j in range(k):
+        lost += (np.exp(np.float64(logits[recorded[j]]) - top) - np.exp(np.float64(logits[chosen[j]]) - top)) / total
+    return max(lost, 0.0)

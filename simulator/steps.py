@@ -12,14 +12,19 @@ Legend: S steps, A accesses (objects over all steps), N rows, K top-k, E experts
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from simulator.jit import njit
 from traces.reader import Trace, TraceArrays
 from traces.schema import DECODE
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -59,7 +64,7 @@ def step_bounds(rows: TraceArrays) -> np.ndarray:
     return np.append(np.flatnonzero(new), n).astype(np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _union(experts: np.ndarray, layer: np.ndarray, bounds: np.ndarray, num_experts: int,
            num_objects: int) -> tuple[np.ndarray, np.ndarray]:
     """Per step, the distinct objects of its rows in order of first appearance."""
@@ -136,3 +141,40 @@ def iter_steps(trace: Trace, logits: bool = False, lookahead: bool = False, weig
             previous = _slice(whole, len(whole) - 1, len(whole))
     if held is not None and len(held):
         yield build_steps(held, meta.num_layers, meta.num_experts, previous=previous)
+
+
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """`items`, produced one ahead by a thread: the next row group is read and cut into steps while the
+    caller replays this one (the kernels release the GIL), which hides most of the reading on a second core.
+    The producer's errors are raised here, in order; closing this generator stops the producer."""
+    done = object()
+    slot: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slot.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slot.put((done, None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            slot.put((done, error))
+
+    thread = threading.Thread(target=produce, name="moecache-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slot.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()

@@ -1,31 +1,35 @@
 """Fast rules shared by key-ranked policies (`base.KeyedPolicy`): evict the smallest (key, object id).
 
-Each tier keeps one lazy min-heap of (key, object) per heap group (one per layer with per-layer
-partitions or when the policy ranks layers itself, else one): an entry is live while the object is
-a candidate and its key unchanged; stale entries are skipped when popped, and a full heap is rebuilt
-from the live keys. A policy's fast rules only say what the key becomes (`set_key`).
+Each tier keeps one indexed min-heap of (key, object) per heap group (one per layer with per-layer
+partitions or when the policy ranks layers itself, else one), holding exactly the tier's candidates
+(evictable residents): a changed key moves its entry up or down in place, a removed candidate
+leaves at once, so a heap never holds more entries than its group has objects. The victim is the
+smallest unpinned entry, found by walking down from the root past pinned entries only. A policy's
+fast rules only say what the key becomes (`set_key`). The helpers are inlined (`inline="always"`),
+as a call would pass every array of the state field by field.
 
 State fields (every keyed policy's NamedTuple has them, in this order):
-  key (2, n) int64, cand (2, n) bool: in the policy's structure (evictable),
+  key (2, n) int64, pos (2, n) int64: heap index of each candidate, -1 if not a candidate,
   hk (2, H, C) int64 / ho (2, H, C) int32: heap keys and objects, hn (2, H) int64: heap sizes,
-  stash (2, n) int64: pinned entries set aside while popping,
+  stack (2, n) int64: the walk's stack,
   aux (2, n) int64: per-object extra (LFU counts, last chosen step),
   par (8,) int64: [H, E, L, policy scalars...].
-Legend: n objects, H heaps per tier, C entries per heap, E experts per layer, L layers.
+Legend: n objects, H heaps per tier, C entries per heap (its group's objects), E experts per layer,
+L layers.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from simulator.heap import sift_down, sift_up
+from simulator.heap import less
 from simulator.jit import njit
 from simulator.policies.base import TierView
 from simulator.policies.fast import pinned, state_class
 
 HEAPS, EXPERTS, LAYERS = range(3)
-FIELDS = [("key", np.ndarray), ("cand", np.ndarray), ("hk", np.ndarray), ("ho", np.ndarray), ("hn", np.ndarray),
-          ("stash", np.ndarray), ("aux", np.ndarray), ("par", np.ndarray)]
+FIELDS = [("key", np.ndarray), ("pos", np.ndarray), ("hk", np.ndarray), ("ho", np.ndarray), ("hn", np.ndarray),
+          ("stack", np.ndarray), ("aux", np.ndarray), ("par", np.ndarray)]
 
 
 def keyed_state_class(name: str, module: str) -> type:
@@ -37,86 +41,135 @@ def make_keyed(cls: type, vram: TierView, per_layer_heaps: bool, aux: int = 0, p
     layers, e = vram.num_layers, vram.num_experts
     n = layers * e
     heaps = layers if per_layer_heaps else 1
-    width = 4 * (e if heaps > 1 else n) + 64
+    width = e if heaps > 1 else n
     scalars = np.zeros(8, np.int64)
     scalars[:3] = heaps, e, layers
     scalars[3:3 + len(par)] = par
-    return cls(key=np.zeros((2, n), np.int64), cand=np.zeros((2, n), np.bool_),
+    return cls(key=np.zeros((2, n), np.int64), pos=np.full((2, n), -1, np.int64),
                hk=np.zeros((2, heaps, width), np.int64), ho=np.zeros((2, heaps, width), np.int32),
-               hn=np.zeros((2, heaps), np.int64), stash=np.zeros((2, n), np.int64), aux=np.full((2, n), aux, np.int64),
+               hn=np.zeros((2, heaps), np.int64), stack=np.zeros((2, n), np.int64), aux=np.full((2, n), aux, np.int64),
                par=scalars)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def heap_of(ps, obj):
     return obj // ps.par[EXPERTS] if ps.par[HEAPS] > 1 else 0
 
 
-@njit(cache=True, _nrt=False)
-def rebuild(ps, t, h):
-    """Drop the stale entries of heap (t, h): one live entry per candidate, then heapify."""
-    hk, ho = ps.hk[t, h], ps.ho[t, h]
-    e = ps.par[EXPERTS]
-    lo, hi = (h * e, (h + 1) * e) if ps.par[HEAPS] > 1 else (0, ps.key.shape[1])
-    n = 0
-    for obj in range(lo, hi):
-        if ps.cand[t, obj]:
-            hk[n] = ps.key[t, obj]
-            ho[n] = obj
-            n += 1
-    for i in range(n // 2 - 1, -1, -1):
-        sift_down(hk, ho, n, i)
-    ps.hn[t, h] = n
+@njit(cache=True, _nrt=False, inline="always")
+def _place(ps, t, h, i, k, obj):
+    ps.hk[t, h, i] = k
+    ps.ho[t, h, i] = obj
+    ps.pos[t, obj] = i
 
 
-@njit(cache=True, _nrt=False)
-def set_key(ps, t, obj, key):
-    """`obj` is a candidate of tier t with rank `key` (pushes a fresh heap entry)."""
-    ps.key[t, obj] = key
-    ps.cand[t, obj] = True
-    h = heap_of(ps, obj)
-    if ps.hn[t, h] == ps.hk.shape[2]:
-        rebuild(ps, t, h)
-    n = ps.hn[t, h]
-    ps.hk[t, h, n] = key
-    ps.ho[t, h, n] = obj
-    ps.hn[t, h] = n + 1
-    sift_up(ps.hk[t, h], ps.ho[t, h], n)
-
-
-@njit(cache=True, _nrt=False)
-def smallest(ps, cs, t, h):
-    """The smallest live, unpinned entry of heap (t, h), left in place; -1 if none."""
-    hk, ho = ps.hk[t, h], ps.ho[t, h]
-    stashed = 0
-    victim = -1
-    while ps.hn[t, h] > 0:
-        k, obj = hk[0], ho[0]
-        live = ps.cand[t, obj] and ps.key[t, obj] == k
-        if live and not pinned(cs, t, obj):
-            victim = obj
+@njit(cache=True, _nrt=False, inline="always")
+def _up(ps, t, h, i):
+    """Move entry i of heap (t, h) up to its place; returns where it landed."""
+    k, obj = ps.hk[t, h, i], ps.ho[t, h, i]
+    while i > 0:
+        parent = (i - 1) // 2
+        if not less(k, obj, ps.hk[t, h, parent], ps.ho[t, h, parent]):
             break
-        if live:
-            ps.stash[t, stashed] = obj
-            stashed += 1
-        n = ps.hn[t, h] - 1
-        hk[0], ho[0] = hk[n], ho[n]
-        ps.hn[t, h] = n
-        sift_down(hk, ho, n, 0)
-    for i in range(stashed):
-        obj = ps.stash[t, i]
-        n = ps.hn[t, h]
-        hk[n], ho[n] = ps.key[t, obj], obj
-        ps.hn[t, h] = n + 1
-        sift_up(hk, ho, n)
+        _place(ps, t, h, i, ps.hk[t, h, parent], ps.ho[t, h, parent])
+        i = parent
+    _place(ps, t, h, i, k, obj)
+    return i
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _down(ps, t, h, i):
+    """Move entry i of heap (t, h) down to its place."""
+    n = ps.hn[t, h]
+    k, obj = ps.hk[t, h, i], ps.ho[t, h, i]
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            break
+        if child + 1 < n and less(ps.hk[t, h, child + 1], ps.ho[t, h, child + 1], ps.hk[t, h, child],
+                                  ps.ho[t, h, child]):
+            child += 1
+        if not less(ps.hk[t, h, child], ps.ho[t, h, child], k, obj):
+            break
+        _place(ps, t, h, i, ps.hk[t, h, child], ps.ho[t, h, child])
+        i = child
+    _place(ps, t, h, i, k, obj)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _fix(ps, t, h, i):
+    if _up(ps, t, h, i) == i:
+        _down(ps, t, h, i)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def rebuild(ps, t, h):
+    """Re-read every entry's key of heap (t, h) after keys changed wholesale, then heapify."""
+    for i in range(ps.hn[t, h]):
+        ps.hk[t, h, i] = ps.key[t, ps.ho[t, h, i]]
+    for i in range(ps.hn[t, h] // 2 - 1, -1, -1):
+        _down(ps, t, h, i)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def candidate(ps, t, obj):
+    return ps.pos[t, obj] >= 0
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def set_key(ps, t, obj, key):
+    """`obj` is a candidate of tier t with rank `key`."""
+    ps.key[t, obj] = key
+    h = heap_of(ps, obj)
+    i = ps.pos[t, obj]
+    if i < 0:
+        i = ps.hn[t, h]
+        ps.hn[t, h] = i + 1
+    ps.hk[t, h, i] = key
+    ps.ho[t, h, i] = obj
+    _fix(ps, t, h, i)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def smallest(ps, cs, t, h):
+    """The smallest unpinned entry of heap (t, h); -1 if none. Only pinned entries are descended through:
+    an unpinned one is smaller than everything below it."""
+    victim, vk = -1, 0
+    depth = 0
+    if ps.hn[t, h] > 0:
+        ps.stack[t, 0] = 0
+        depth = 1
+    n = ps.hn[t, h]
+    while depth > 0:
+        depth -= 1
+        i = ps.stack[t, depth]
+        k, obj = ps.hk[t, h, i], ps.ho[t, h, i]
+        if victim >= 0 and not less(k, obj, vk, victim):
+            continue
+        if not pinned(cs, t, obj):
+            victim, vk = obj, k
+            continue
+        for child in (2 * i + 1, 2 * i + 2):
+            if child < n:
+                ps.stack[t, depth] = child
+                depth += 1
     return victim
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def on_remove(ps, cs, t, obj):
-    ps.cand[t, obj] = False
+    i = ps.pos[t, obj]
+    if i < 0:
+        return
+    ps.pos[t, obj] = -1
+    h = heap_of(ps, obj)
+    last = ps.hn[t, h] - 1
+    ps.hn[t, h] = last
+    if i < last:
+        _place(ps, t, h, i, ps.hk[t, h, last], ps.ho[t, h, last])
+        _fix(ps, t, h, i)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def victim(ps, cs, t, incoming):
     return smallest(ps, cs, t, heap_of(ps, incoming))

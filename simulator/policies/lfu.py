@@ -72,7 +72,7 @@ def age(ps, cs, step, layer, objs):
     if every > 0 and ps.par[STEPS_SEEN] % every == 0:
         for t in range(tiers(cs)):
             for obj in range(ps.key.shape[1]):
-                if ps.cand[t, obj]:
+                if keyed.candidate(ps, t, obj):
                     ps.aux[t, obj] = max(1, ps.aux[t, obj] // 2)
                     tick = ps.key[t, obj] & ((np.int64(1) << COUNT_SHIFT) - 1)
                     ps.key[t, obj] = (ps.aux[t, obj] << COUNT_SHIFT) | tick

@@ -11,6 +11,12 @@ wraps) each partition's watermark takes projected subgradient steps
 lambda <- max(0, lambda + eta * (demand - K) / K), where demand is the bytes of experts with
 b > lambda, until demand <= K. A miss is admitted only if b > lambda, and only by evicting residents
 of lower credit; so unlike the seed, capacity is never exceeded and costs do not cancel out.
+
+The victim is found in two stages, which both implementations share: in each layer, the candidate of
+least weight p_fuse * C/S (the credit without the layer's common discount; ties: lower id), then among
+those the one of least credit. This is the least credit overall, but it lets the fast rules cache each
+layer's least-weight candidate, which changes only when its layer runs, is hinted, or loses or gains a
+candidate, instead of scanning every resident per eviction.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from simulator.policies.fast import CAP, SIZE, Rules, partition, partition_range
     state_class, tiers
 
 ALPHA, ETA, LOOKAHEAD_WEIGHT = range(3)  # fast state floats
+STALE = -2  # a layer's least-weight candidate must be found again
 MAX_ITERS, CURRENT, STEP, EXPERTS, LAYERS = range(5)  # fast state integers
 WatermarkState = state_class("WatermarkState", __name__, [
     ("p", np.ndarray),  # (n,) float64 EWMA of being chosen
@@ -35,7 +42,11 @@ WatermarkState = state_class("WatermarkState", __name__, [
     ("fp", np.ndarray),  # (3,) float64 parameters above
     ("hinted", np.ndarray),  # (n,) int64 step at which the prefetcher last predicted each object
     ("mark", np.ndarray),  # (n,) int64 step at which each object was last chosen
-    ("cand", np.ndarray),  # (2, n) bool resident and evictable
+    ("slot", np.ndarray),  # (2, n) int64 index of each candidate (resident and evictable) in its layer's list, -1 none
+    ("members", np.ndarray),  # (2, L, E) int64 each layer's candidates, in no order
+    ("count", np.ndarray),  # (2, L) int64 candidates per layer
+    ("light", np.ndarray),  # (2, L) int64 each layer's least-weight candidate, -1 none, -2 to be found again
+    ("hint_step", np.ndarray),  # (L,) int64 step at which each layer last had a hinted object
     ("par", np.ndarray),  # (5,) int64 integers above
 ])
 
@@ -84,12 +95,15 @@ class WatermarkCredit(Policy):
         self.step = -1
         self.hinted = np.full(n, -1, np.int64)  # step at which the prefetcher last predicted each object
 
-    def credit(self, obj: int) -> float:
-        distance = (self.tier.layer_of(obj) - self.current) % self.tier.num_layers
+    def fused(self, obj: int) -> float:
         p = self.p[obj]
         if self.hinted[obj] == self.step:
             p = 1.0 - (1.0 - p) * (1.0 - self.params.lookahead_weight)
-        return p * self.discount[distance] * self.density[obj]
+        return p
+
+    def credit(self, obj: int) -> float:
+        distance = (self.tier.layer_of(obj) - self.current) % self.tier.num_layers
+        return self.fused(obj) * self.discount[distance] * self.density[obj]
 
     def on_hint(self, step: int, objects: Sequence[int]) -> None:
         self.hinted[list(objects)] = step
@@ -130,14 +144,17 @@ class WatermarkCredit(Policy):
         return self.credit(obj) > self.watermark[self.tier.partition(obj)]
 
     def victim(self, incoming: int, pinned: Container[int]) -> int | None:
-        best: tuple[float, int] | None = None
+        lightest: dict[int, tuple[float, int]] = {}
         for obj in self.resident:
             if obj in pinned or not self.tier.same_partition(obj, incoming):
                 continue
-            candidate = (self.credit(obj), obj)
-            if best is None or candidate < best:
-                best = candidate
-        if best is None or best[0] >= self.credit(incoming):
+            layer, weight = self.tier.layer_of(obj), (self.fused(obj) * self.density[obj], obj)
+            if layer not in lightest or weight < lightest[layer]:
+                lightest[layer] = weight
+        if not lightest:
+            return None
+        best = min((self.credit(obj), obj) for _, obj in lightest.values())
+        if best[0] >= self.credit(incoming):
             return None
         return best[1]
 
@@ -149,28 +166,79 @@ class WatermarkCredit(Policy):
                               lam=np.zeros((2, len(vram.capacity))),
                               fp=np.array([params.alpha, params.eta, params.lookahead_weight]),
                               hinted=np.full(n, -1, np.int64), mark=np.full(n, -1, np.int64),
-                              cand=np.zeros((2, n), np.bool_),
+                              slot=np.full((2, n), -1, np.int64),
+                              members=np.zeros((2, vram.num_layers, vram.num_experts), np.int64),
+                              count=np.zeros((2, vram.num_layers), np.int64),
+                              light=np.full((2, vram.num_layers), STALE, np.int64),
+                              hint_step=np.full(vram.num_layers, -1, np.int64),
                               par=np.array([params.max_iters, -1, -1, vram.num_experts, vram.num_layers], np.int64))
 
 
 @njit(cache=True, _nrt=False)
-def fast_credit(ps, t, obj):
-    distance = (obj // ps.par[EXPERTS] - ps.par[CURRENT]) % ps.par[LAYERS]
+def fused(ps, obj):
     p = ps.p[obj]
     if ps.hinted[obj] == ps.par[STEP]:
         p = 1.0 - (1.0 - p) * (1.0 - ps.fp[LOOKAHEAD_WEIGHT])
-    return p * ps.disc[distance] * ps.dens[t, obj]
+    return p
+
+
+@njit(cache=True, _nrt=False)
+def discount(ps, layer):
+    return ps.disc[(layer - ps.par[CURRENT]) % ps.par[LAYERS]]
+
+
+@njit(cache=True, _nrt=False)
+def fast_credit(ps, t, obj):
+    return fused(ps, obj) * discount(ps, obj // ps.par[EXPERTS]) * ps.dens[t, obj]
+
+
+@njit(cache=True, _nrt=False)
+def weight(ps, t, obj):
+    return fused(ps, obj) * ps.dens[t, obj]
+
+
+@njit(cache=True, _nrt=False)
+def lighter(wa, a, wb, b):
+    """Whether candidate a (weight wa) weighs less than b (-1: none)."""
+    return b < 0 or wa < wb or (wa == wb and a < b)
+
+
+@njit(cache=True, _nrt=False)
+def lightest(ps, cs, t, layer):
+    """The layer's least-weight unpinned candidate in tier t, -1 if none; cached while nothing changes it
+    (pins only ever hold the current step's objects, all of the current layer, which is never cached)."""
+    if layer != ps.par[CURRENT] and ps.light[t, layer] != STALE:
+        return ps.light[t, layer]
+    best, bw = -1, 0.0
+    for i in range(ps.count[t, layer]):
+        obj = ps.members[t, layer, i]
+        w = weight(ps, t, obj)
+        if lighter(w, obj, bw, best) and not pinned(cs, t, obj):
+            best, bw = obj, w
+    if layer != ps.par[CURRENT]:
+        ps.light[t, layer] = best
+    return best
+
+
+@njit(cache=True, _nrt=False)
+def stale(ps, layer):
+    ps.light[0, layer] = STALE
+    ps.light[1, layer] = STALE
 
 
 @njit(cache=True, _nrt=False)
 def fast_adapt(ps, cs, t, part):
-    lo, hi = partition_range(cs, part * ps.par[EXPERTS])
+    e = ps.par[EXPERTS]
+    lo, hi = partition_range(cs, part * e)
     capacity = float(cs.part[CAP + t, part])
     for _ in range(ps.par[MAX_ITERS]):
         demand = 0
-        for obj in range(lo, hi):
-            if fast_credit(ps, t, obj) > ps.lam[t, part]:
-                demand += cs.obj[SIZE, obj]
+        lam = ps.lam[t, part]
+        for layer in range(lo // e, hi // e):
+            d = discount(ps, layer)
+            for obj in range(layer * e, (layer + 1) * e):  # no hint is fused yet: they come after the accesses
+                if ps.p[obj] * d * ps.dens[t, obj] > lam:
+                    demand += cs.obj[SIZE, obj]
         ps.lam[t, part] = max(0.0, ps.lam[t, part] + ps.fp[ETA] * (demand - capacity) / capacity)
         if demand <= capacity:
             break
@@ -178,8 +246,12 @@ def fast_adapt(ps, cs, t, part):
 
 def observe(ps, cs, step, layer, objs):
     new_token = layer <= ps.par[CURRENT]
+    for hinted in range(ps.hint_step.shape[0]):
+        if ps.hint_step[hinted] == ps.par[STEP]:  # their fused weights lapse now
+            stale(ps, hinted)
     ps.par[CURRENT] = layer
     ps.par[STEP] = step
+    stale(ps, layer)
     for obj in objs:
         ps.mark[obj] = step
     e = ps.par[EXPERTS]
@@ -193,16 +265,39 @@ def observe(ps, cs, step, layer, objs):
 
 
 def hint(ps, cs, step, layer, objs):
+    e = ps.par[EXPERTS]
     for obj in objs:
         ps.hinted[obj] = step
+        ps.hint_step[obj // e] = step
+        stale(ps, obj // e)
 
 
 def enter(ps, cs, t, obj, tick):
-    ps.cand[t, obj] = True
+    layer = obj // ps.par[EXPERTS]
+    if ps.slot[t, obj] >= 0:
+        return
+    i = ps.count[t, layer]
+    ps.members[t, layer, i] = obj
+    ps.slot[t, obj] = i
+    ps.count[t, layer] = i + 1
+    best = ps.light[t, layer]
+    if best != STALE and (best < 0 or lighter(weight(ps, t, obj), obj, weight(ps, t, best), best)):
+        ps.light[t, layer] = obj
 
 
 def leave(ps, cs, t, obj):
-    ps.cand[t, obj] = False
+    i = ps.slot[t, obj]
+    if i < 0:
+        return
+    layer = obj // ps.par[EXPERTS]
+    last = ps.count[t, layer] - 1
+    moved = ps.members[t, layer, last]
+    ps.members[t, layer, i] = moved
+    ps.slot[t, moved] = i
+    ps.slot[t, obj] = -1
+    ps.count[t, layer] = last
+    if ps.light[t, layer] == obj:
+        ps.light[t, layer] = STALE
 
 
 def above_watermark(ps, cs, t, obj):
@@ -210,12 +305,14 @@ def above_watermark(ps, cs, t, obj):
 
 
 def lowest_credit(ps, cs, t, incoming):
+    e = ps.par[EXPERTS]
     lo, hi = partition_range(cs, incoming)
     best, best_credit = -1, 0.0
-    for obj in range(lo, hi):
-        if ps.cand[t, obj] and not pinned(cs, t, obj):
+    for layer in range(lo // e, hi // e):
+        obj = lightest(ps, cs, t, layer)
+        if obj >= 0:
             c = fast_credit(ps, t, obj)
-            if best < 0 or c < best_credit:
+            if best < 0 or c < best_credit or (c == best_credit and obj < best):
                 best, best_credit = obj, c
     if best < 0 or best_credit >= fast_credit(ps, t, incoming):
         return -1

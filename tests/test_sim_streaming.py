@@ -1,0 +1,91 @@
+"""Streaming parts of a replay: Belady's next uses computed a chunk at a time, and the read-ahead thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from simulator import future as fu
+from simulator.steps import read_ahead
+from traces.reader import open_trace
+
+
+def plain_next_uses(objects: list[int]) -> list[int]:
+    """Brute force: the index of each access's next use, NEVER if none."""
+    return [next((b for b in range(a + 1, len(objects)) if objects[b] == obj), int(fu.NEVER))
+            for a, obj in enumerate(objects)]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1000])
+def test_next_uses_in_chunks_equal_brute_force(make_trace, monkeypatch, chunk):
+    rng = np.random.default_rng(chunk)
+    experts = rng.integers(0, 4, 90)
+    path = make_trace([(i // 3, i % 3, [int(e)]) for i, e in enumerate(experts)], num_layers=3)
+    monkeypatch.setattr(fu, "CHUNK", chunk)
+    trace = open_trace(path)
+    objects = fu.access_stream(trace).tolist()
+    future = fu.Future(trace)
+    try:
+        assert future.read(0, len(objects)).tolist() == plain_next_uses(objects)
+        assert future.read(10, 5).tolist() == plain_next_uses(objects)[10:15]
+        first = [objects.index(o) if o in objects else int(fu.NEVER) for o in range(12)]
+        assert future.first_use.tolist() == first
+    finally:
+        future.close()
+
+
+def test_read_ahead_keeps_order_and_raises_where_the_producer_failed():
+    def produce():
+        yield from range(5)
+        raise ValueError("row group 5 is damaged")
+
+    seen = []
+    with pytest.raises(ValueError, match="row group 5"):
+        for item in read_ahead(produce()):
+            seen.append(item)
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_read_ahead_stops_its_producer_when_the_consumer_stops():
+    produced = []
+
+    def produce():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    items = read_ahead(produce())
+    assert next(items) == 0
+    items.close()
+    deadline = time.monotonic() + 5
+    while any(t.name == "moecache-read-ahead" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "moecache-read-ahead" for t in threading.enumerate())
+    assert len(produced) <= 3  # one handed over, one waiting in the slot, one being offered
+
+
+@pytest.mark.parametrize("name", ["lookahead", "affinity", "transitions"])
+@pytest.mark.parametrize("limit", [1, 2, 3])
+def test_fast_prefetch_plans_equal_the_reference(make_trace, name, limit):
+    from simulator.prefetchers import make_prefetcher, plan
+    from simulator.steps import iter_steps
+
+    rng = np.random.default_rng(limit)
+    rows = []
+    for token in range(40):
+        request_layers = 3
+        for layer in range(request_layers):
+            rows.append((token, layer, [int(e) for e in rng.choice(5, 2, replace=False)],
+                         [int(e) for e in rng.integers(-1, 5, 2)]))
+    path = make_trace(rows, num_layers=3, num_experts=5, top_k=2, lookahead=True)
+    reference, fast = (make_prefetcher(name, 3, 5, limit) for _ in range(2))
+    chunks = 0
+    for steps in iter_steps(open_trace(path), lookahead=True):  # row groups of 7 rows: state crosses chunks
+        want, got = plan(reference, steps), plan(fast, steps, fast=True)
+        assert got[0].tolist() == want[0].tolist()
+        assert got[1].tolist() == want[1].tolist()
+        chunks += 1
+    assert chunks > 5
