@@ -8,8 +8,8 @@ fast rules inlined. Helpers run without numba's reference counting (`_nrt=False`
 arrays outlive every call, and counting them on each call cost most of the time. They are also
 inlined into `_run_step` by numba (`inline="always"`): a call passes every array of both states
 field by field, about a hundred arguments, which cost half the time of a two-tier replay. The
-policy's hooks stay calls: inlining them too gains up to 1.6x (S3-FIFO) but doubles the compile
-time of a policy's kernel (to 40-55 s here, paid on its first run on a machine).
+policy's hooks stay calls: inlining them too gains up to 1.7x (S3-FIFO) but multiplies the compile
+time of a policy's kernel (36 s for S3-FIFO, 75 s for LFU here, paid on its first run on a machine).
 
 Legend: n objects (L*E), P partitions, ps the policy's fast state, cs the `CoreState`, t a tier
 (0 VRAM, 1 RAM).
@@ -166,14 +166,16 @@ def _access(ps, cs, step, obj):
     from_ram = has_ram and cs.obj[RES_RAM, obj] != 0
     if from_ram:
         on_hit(ps, cs, 1, obj, _tick(cs))
-    if cs.cfg[CPU_COMPUTE]:
+    cpu = cs.cfg[CPU_COMPUTE]
+    if cpu:
         if not from_ram and has_ram:
             _ram_admit(ps, cs, step, obj)
         _emit(cs, step, ev.CPU_RAM if from_ram else ev.CPU_NVME, obj)
-        if _load(ps, cs, step, obj):
+    loaded = _load(ps, cs, step, obj)  # one call site: every inlined copy costs compile time
+    if cpu:
+        if loaded:
             _emit(cs, step, ev.FILL, obj)
-        return
-    if _load(ps, cs, step, obj):
+    elif loaded:
         _emit(cs, step, ev.LOAD_RAM if from_ram else ev.LOAD_NVME, obj)
     else:
         _emit(cs, step, ev.STAGE_RAM if from_ram else ev.STAGE_NVME, obj)
