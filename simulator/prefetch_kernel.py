@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.jit import njit
+from simulator.topk import keep
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -25,14 +26,7 @@ def _top(scores, layer, num_experts, limit, out, count, kept):
         v = scores[base + e]
         if v <= floor:
             continue
-        i = min(n, limit - 1)  # when full, the last one drops out
-        while i > 0 and kept[i - 1] < v:  # equal scores keep their (lower) ids ahead
-            kept[i] = kept[i - 1]
-            out[count + i] = out[count + i - 1]
-            i -= 1
-        kept[i] = v
-        out[count + i] = layer * num_experts + e
-        n = min(n + 1, limit)
+        n = keep(kept, out, count, n, limit, v, layer * num_experts + e)
         if n == limit:
             floor = kept[limit - 1]
     return count + n

@@ -55,11 +55,15 @@ class Prefetcher:
 class LookaheadPrefetcher(Prefetcher):
     name = "lookahead"
 
-    def predict(self, steps: Steps, s: int) -> list[int]:
-        layer = int(steps.layer[s])
+    @staticmethod
+    def _require_column(steps: Steps) -> None:
         if steps.rows.lookahead is None:
             raise MoecacheError("the lookahead prefetcher needs a trace with a lookahead column; "
                                 "record with --lookahead")
+
+    def predict(self, steps: Steps, s: int) -> list[int]:
+        layer = int(steps.layer[s])
+        self._require_column(steps)
         if layer + 1 >= self.num_layers:
             return []
         base = (layer + 1) * self.num_experts
@@ -73,9 +77,7 @@ class LookaheadPrefetcher(Prefetcher):
     def fast_plan(self, steps: Steps) -> tuple[np.ndarray, np.ndarray]:
         from simulator.prefetch_kernel import lookahead_plan
 
-        if steps.rows.lookahead is None:
-            raise MoecacheError("the lookahead prefetcher needs a trace with a lookahead column; "
-                                "record with --lookahead")
+        self._require_column(steps)
         return lookahead_plan(steps.layer, steps.row_ptr, steps.rows.lookahead, self.num_layers, self.num_experts,
                               self.limit)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.jit import njit
+from simulator.topk import keep
 
 
 @njit(cache=True)
@@ -35,14 +36,7 @@ def reroute_into(logits, recorded, resident, bonus, chosen, kept) -> float:
         boosted = np.float64(logits[e]) + bonus if resident[e] else np.float64(logits[e])
         if boosted <= floor:
             continue
-        i = min(n, k - 1)
-        while i > 0 and kept[i - 1] < boosted:
-            kept[i] = kept[i - 1]
-            chosen[i] = chosen[i - 1]
-            i -= 1
-        kept[i] = boosted
-        chosen[i] = e
-        n = min(n + 1, k)
+        n = keep(kept, chosen, 0, n, k, boosted, e)
         if n == k:
             floor = kept[k - 1]
     same = True
