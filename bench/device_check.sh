@@ -9,6 +9,6 @@ if [ -d .whl ]; then
 fi
 ln -sfn data moecache_data
 nvidia-smi --query-gpu=name,memory.total,pcie.link.gen.current,pcie.link.width.current --format=csv
-python3 -m pytest -q -p no:cacheprovider tests/test_engine_cuda.py 2>&1 | tail -15
+python3 -m pytest -q -p no:cacheprovider tests/test_engine_cuda.py tests/test_engine_replay.py tests/test_engine_cli.py 2>&1 | tail -15
 python3 bench/engine.py --layers "${LAYERS:-8}" --prompt-tokens 32 --decode-tokens "${TOKENS:-48}" \
   --dir "${BENCH_DIR:-/tmp/bench-engine}"

@@ -8,7 +8,8 @@ measurements, and prints in one run, per decode token of the measured request:
 - naive on-demand: no cache (VRAM holds one step's experts, so each expert is copied synchronously
   from RAM, then computed);
 - the engine with LRU at VRAM = 25% and 50% of the experts, RAM = all experts;
-- the floor, max(resident, bytes copied RAM -> VRAM / measured link bandwidth), and measured / floor
+- the floor, max(resident, bytes copied RAM -> VRAM / measured link bandwidth, bytes read from NVMe / measured
+  NVMe bandwidth), and measured / floor
   (target on a GPU: <= 1.2x);
 - simulate's prediction of the whole run's time per decode token with the calibrated preset,
   against the measured one (target on a GPU: within 15%).
@@ -53,8 +54,8 @@ def auto_layers(spec, folder: Path) -> int:
     return max(1, min(spec.num_layers, int(free_disk * 0.5 // layer), int(free_mem * 0.6 // (layer * tiers))))
 
 
-def measured_request(done, trace_path: Path, request: int) -> tuple[float, float, int]:
-    """(decode seconds, RAM -> VRAM bytes during decode, decode tokens) of one request's decode steps."""
+def measured_request(done, trace_path: Path, request: int) -> tuple[float, int, int, int]:
+    """(decode seconds, RAM -> VRAM bytes, NVMe bytes, decode tokens) of one request's decode steps."""
     m = done.executor.measured
     requests, decode, new_token = [], [], []
     for steps in iter_steps(open_trace(trace_path)):
@@ -63,7 +64,7 @@ def measured_request(done, trace_path: Path, request: int) -> tuple[float, float
         new_token += steps.new_token.tolist()
     pick = (np.array(requests) == request) & np.array(decode)
     return (float(np.array(m.step_s)[pick].sum()), int(np.array(m.step_h2d)[pick].sum()),
-            int((pick & np.array(new_token)).sum()))
+            int(np.array(m.step_nvme)[pick].sum()), int((pick & np.array(new_token)).sum()))
 
 
 def main() -> None:
@@ -97,7 +98,7 @@ def main() -> None:
     preset_path = args.dir / "calibrated.toml"
     write_preset(cal, preset_path)
     preset = load_hardware(preset_path)
-    link = cal.figures["pcie_bandwidth"]
+    link, disk = cal.figures["pcie_bandwidth"], cal.figures["nvme_bandwidth"]
     print(f"device {cal.device_name}; calibrated: NVMe {cal.figures['nvme_bandwidth'] / 1e9:.2f} GB/s, "
           f"RAM -> VRAM {link / 1e9:.2f} GB/s, expert {cal.figures['gpu_expert_overhead_s'] * 1e6:.1f} us + bytes / "
           f"{cal.figures['gpu_memory_bandwidth'] / 1e9:.1f} GB/s")
@@ -109,17 +110,17 @@ def main() -> None:
     for name, caps in runs.items():
         config = SimConfig(policy="lru", hardware=preset, ram_experts=everything, **caps)
         done = replay(trace, checkpoint, config, options)
-        seconds, moved, tokens = measured_request(done, trace, request=1)
+        seconds, moved, read, tokens = measured_request(done, trace, request=1)
         predicted = simulate(trace, config).time_per_token_s
-        figures[name] = (seconds / tokens, moved / tokens, done.measured["measured_time_per_token_s"], predicted,
+        figures[name] = (seconds / tokens, moved / tokens, read / tokens, done.measured["measured_time_per_token_s"], predicted,
                          done.result.hit_rate)
     resident = figures["all resident"][0]
     print(f"\nper decode token of the measured request ({device}, {layers} layers, top-{spec.top_k}):")
-    print(f"{'run':<18}{'hit rate':>9}{'measured':>12}{'floor':>12}{'/ floor':>9}   "
+    print(f"{'run':<18}{'hit rate':>9}{'NVMe MB':>9}{'measured':>12}{'floor':>12}{'/ floor':>9}   "
           f"{'whole run: measured':>20}{'predicted':>12}{'error':>8}")
-    for name, (per_token, moved, whole, predicted, hit_rate) in figures.items():
-        floor = max(resident, moved / link)
-        print(f"{name:<18}{hit_rate:>9.3f}{per_token * 1e3:>10.2f}ms{floor * 1e3:>10.2f}ms{per_token / floor:>8.2f}x   "
+    for name, (per_token, moved, read, whole, predicted, hit_rate) in figures.items():
+        floor = max(resident, moved / link, read / disk)
+        print(f"{name:<18}{hit_rate:>9.3f}{read / 1e6:>9.1f}{per_token * 1e3:>10.2f}ms{floor * 1e3:>10.2f}ms{per_token / floor:>8.2f}x   "
               f"{whole * 1e3:>18.2f}ms{predicted * 1e3:>10.2f}ms{(predicted - whole) / whole:>+8.1%}")
     if not args.keep:
         shutil.rmtree(checkpoint)

@@ -35,6 +35,7 @@ import torch
 from engine.compute import GATHER_LIMIT, BatchedDecode, expert_ffn, slot_views
 from engine.layout import ExpertLayout
 from engine.nvme import NvmeReader
+from engine.staging import PinnedStaging
 from engine.tiers import DONE, SlotTier, done_future
 from simulator import events as ev
 
@@ -67,6 +68,7 @@ class Measured:
     demand_miss: list[bool] = field(default_factory=list)
     decode: list[bool] = field(default_factory=list)
     step_h2d: list[int] = field(default_factory=list)  # RAM -> VRAM bytes issued during each step
+    step_nvme: list[int] = field(default_factory=list)  # NVMe -> RAM bytes issued during each step
     bytes_nvme: int = 0
     bytes_h2d: int = 0
     bytes_d2h: int = 0
@@ -95,6 +97,8 @@ class Executor:
         generator = torch.Generator().manual_seed(options.seed)
         self.hidden = torch.randn(HIDDEN_POOL, fmt.hidden, generator=generator).to(self.dtype)  # (P, H)
         self.hidden_dev = self.hidden.to(self.device)
+        self.staging = PinnedStaging(self.device)
+        self.wait_s = 0.0
         self.reader = NvmeReader(layout, options.threads, options.direct)
         self.measured = Measured()
         self.captured: dict[tuple[int, int], torch.Tensor] = {}
@@ -115,6 +119,7 @@ class Executor:
         self.wait_s = 0.0
         self.miss = False
         self.h2d_before = self.measured.bytes_h2d
+        self.nvme_before = self.measured.bytes_nvme
         self.tokens = experts.shape[0]
         base = layer * self.num_experts
         self.routes: dict[int, tuple[list[int], list[float]]] = {}
@@ -125,7 +130,8 @@ class Executor:
                 ws.append(float(w))
         self.pool_rows = (np.arange(self.tokens) + step) % HIDDEN_POOL  # the step's hidden states in the pool
         first = self.pool_rows[0]
-        self.x = self.hidden_dev[self.pool_rows] if self.tokens > 1 else self.hidden_dev[first:first + 1]  # (T, H)
+        self.x = (self.hidden_dev.index_select(0, self.staging.to_device(self.pool_rows)) if self.tokens > 1
+                  else self.hidden_dev[first:first + 1])  # (T, H)
         if self.out_buf.shape[0] < self.tokens:
             self.out_buf = torch.empty(self.tokens, self.fmt.hidden, dtype=torch.float32, device=self.device)
         self.out = self.out_buf[:self.tokens].zero_()  # (T, H), the step's combined expert output
@@ -140,8 +146,8 @@ class Executor:
             self._wait_device(self.vram.ready[slot])
         ready = self._event()
         if self.batched is not None and self.tokens == 1 and len(slots) > 1 and not self.options.capture:
-            idx = torch.tensor(slots, dtype=torch.int64).to(self.device, non_blocking=True)
-            ws = torch.tensor([self.routes[o][1][0] for o, _ in self.gpu_needed]).to(self.device, non_blocking=True)
+            idx = self.staging.to_device(np.array(slots, np.int64))
+            ws = self.staging.to_device(np.array([self.routes[o][1][0] for o, _ in self.gpu_needed], np.float32))
             self.out += self.batched(idx, self.x, ws).float()
             done = self._event()
             for slot in slots:
@@ -156,6 +162,7 @@ class Executor:
         m.decode.append(decode)
         m.demand_miss.append(self.miss)
         m.step_h2d.append(m.bytes_h2d - self.h2d_before)
+        m.step_nvme.append(m.bytes_nvme - self.nvme_before)
         if self.cuda:
             self.pending_events.append((len(m.step_s), self.last_end, ready, end))
             m.step_s.append(0.0)
@@ -194,9 +201,10 @@ class Executor:
         if len(rows) == self.tokens:
             xs, index = x, None
         else:
-            index = torch.tensor(rows, device=x.device)
-            xs = x[index]
-        w = torch.tensor(ws, dtype=torch.float32, device=x.device).unsqueeze(-1)
+            rows_np = np.array(rows, np.int64)
+            index = self._to(x.device, rows_np)
+            xs = x.index_select(0, index)
+        w = self._to(x.device, np.array(ws, np.float32)).unsqueeze(-1)
         y = expert_ffn(xs, views, self.fmt, self.layout.swiglu_limit)  # (T_e, H)
         if self.options.capture:
             self.captured[(self.step, obj)] = y.detach().to("cpu", copy=True)
@@ -204,10 +212,15 @@ class Executor:
         if index is None:
             self.out += contribution
         else:
-            self.out.index_add_(0, index.to(self.device), contribution)
+            same = x.device.type == self.device.type
+            self.out.index_add_(0, index if same else self._to(self.device, rows_np), contribution)
         tier.record(slot, "r", obj, t0)
         if tier is self.vram:
             tier.released[slot] = self._event()
+
+    def _to(self, device: torch.device, array: np.ndarray) -> torch.Tensor:
+        """A small host array as a tensor on `device`, without a stream sync when that is the GPU."""
+        return self.staging.to_device(array) if device.type == "cuda" else torch.from_numpy(array)
 
     # -- events --------------------------------------------------------------------------------------
 

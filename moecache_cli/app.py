@@ -6,7 +6,6 @@ import functools
 import sys
 
 import typer
-import typer.core
 import typer.main
 
 from moecache_cli import (calibrate, checkpoint, pack, record, run, simulate, traces_import, traces_info, traces_stats,
@@ -44,17 +43,26 @@ traces_app.command("synth")(traces_synth.command)
 checkpoint_app.command("tiny")(checkpoint.tiny)
 
 
-METAVARS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "Path": "PATH"}
+METAVARS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "Path": "PATH", "text": "TEXT", "integer": "INTEGER",
+            "path": "PATH"}
+
+
+def _value_name(param) -> str:
+    """The bare type name of a parameter's value: Typer 0.29 keeps the annotation (`display_type`), earlier
+    Typers a click type (`type.name`); both print it as `<str>` in the type column."""
+    if hasattr(param, "display_type"):
+        return str(param.display_type(None)).strip("<>").removeprefix("list[").removesuffix("]")
+    return param.type.name
 
 
 def _tidy_help(command) -> None:
-    """Help shows flags as flags and values as TEXT, INTEGER, NUMBER or PATH (this Typer prints the Python
-    annotations, `<bool>` and `<list[str]>`, in the type column)."""
+    """Help shows flags as flags and values as TEXT, INTEGER, NUMBER or PATH rather than Python annotations
+    (`<bool>`, `<list[str]>`)."""
     for param in command.params:
         if getattr(param, "is_flag", False):
             param.metavar = ""
-        elif param.metavar is None and isinstance(param, typer.core.TyperOption):
-            bare = str(param.display_type(None)).strip("<>").removeprefix("list[").removesuffix("]")
+        elif param.metavar is None:
+            bare = _value_name(param)
             param.metavar = METAVARS.get(bare, bare.upper())
     for sub in getattr(command, "commands", {}).values():
         _tidy_help(sub)
