@@ -30,19 +30,26 @@ def reroute_into(logits, recorded, resident, bonus, chosen, kept) -> float:
     """`reroute` without allocating: the new choice goes to `chosen` (K,), `kept` (K,) float64 is scratch;
     returns the weight lost. One pass keeps the best K so far in order (equal scores: lower id first)."""
     k = recorded.shape[0]
+    least = np.inf  # the K recorded experts score at least this, so a score below it is never kept
+    for j in range(k):
+        e = recorded[j]
+        least = min(least, np.float64(logits[e]) + bonus if resident[e] else np.float64(logits[e]))
     n = 0
     floor = -np.inf  # a score must beat this once K are kept
     for e in range(logits.shape[0]):
         boosted = np.float64(logits[e]) + bonus if resident[e] else np.float64(logits[e])
-        if boosted <= floor:
+        if boosted < least or boosted <= floor:
             continue
         n = keep(kept, chosen, 0, n, k, boosted, e)
         if n == k:
             floor = kept[k - 1]
-    same = True
-    for j in range(k):
-        same = same and chosen[j] == recorded[j]
-    if same:  # every term below is exactly 0
+    for j in range(k):  # the same experts, in any order: no weight is lost
+        found = False
+        for i in range(k):
+            found = found or chosen[j] == recorded[i]
+        if not found:
+            break
+    else:
         return 0.0
     top = -np.inf
     for e in range(logits.shape[0]):

