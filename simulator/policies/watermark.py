@@ -47,6 +47,7 @@ WatermarkState = state_class("WatermarkState", __name__, [
     ("count", np.ndarray),  # (2, L) int64 candidates per layer
     ("light", np.ndarray),  # (2, L) int64 each layer's least-weight candidate, -1 none, -2 to be found again
     ("hint_step", np.ndarray),  # (L,) int64 step at which each layer last had a hinted object
+    ("credits", np.ndarray),  # (n,) float64 scratch: a partition's credits while its watermark adapts
     ("par", np.ndarray),  # (5,) int64 integers above
 ])
 
@@ -170,7 +171,7 @@ class WatermarkCredit(Policy):
                               members=np.zeros((2, vram.num_layers, vram.num_experts), np.int64),
                               count=np.zeros((2, vram.num_layers), np.int64),
                               light=np.full((2, vram.num_layers), STALE, np.int64),
-                              hint_step=np.full(vram.num_layers, -1, np.int64),
+                              hint_step=np.full(vram.num_layers, -1, np.int64), credits=np.zeros(n),
                               par=np.array([params.max_iters, -1, -1, vram.num_experts, vram.num_layers], np.int64))
 
 
@@ -184,7 +185,8 @@ def fused(ps, obj):
 
 @njit(cache=True, _nrt=False)
 def discount(ps, layer):
-    return ps.disc[(layer - ps.par[CURRENT]) % ps.par[LAYERS]]
+    distance = layer - ps.par[CURRENT]  # mod L without a division: this runs for every layer per eviction
+    return ps.disc[distance + ps.par[LAYERS] if distance < 0 else distance]
 
 
 @njit(cache=True, _nrt=False)
@@ -231,14 +233,15 @@ def fast_adapt(ps, cs, t, part):
     e = ps.par[EXPERTS]
     lo, hi = partition_range(cs, part * e)
     capacity = float(cs.part[CAP + t, part])
+    for layer in range(lo // e, hi // e):  # credits stay fixed while the watermark moves: computed once
+        d = discount(ps, layer)
+        for obj in range(layer * e, (layer + 1) * e):  # no hint is fused yet: they come after the accesses
+            ps.credits[obj] = ps.p[obj] * d * ps.dens[t, obj]
     for _ in range(ps.par[MAX_ITERS]):
         demand = 0
         lam = ps.lam[t, part]
-        for layer in range(lo // e, hi // e):
-            d = discount(ps, layer)
-            for obj in range(layer * e, (layer + 1) * e):  # no hint is fused yet: they come after the accesses
-                if ps.p[obj] * d * ps.dens[t, obj] > lam:
-                    demand += cs.obj[SIZE, obj]
+        for obj in range(lo, hi):
+            demand += cs.obj[SIZE, obj] if ps.credits[obj] > lam else 0
         ps.lam[t, part] = max(0.0, ps.lam[t, part] + ps.fp[ETA] * (demand - capacity) / capacity)
         if demand <= capacity:
             break
