@@ -13,7 +13,8 @@ from simulator.prefetchers import PREFETCHERS
 from traces.errors import MoecacheError
 
 Param = Annotated[list[str], typer.Option("--param", help="Policy parameter KEY=VALUE (repeatable), e.g. alpha=0.3, "
-                                                          "gamma=0.02, eta=0.05, decay=0.99, decay_every=1000.")]
+                                                          "gamma=0.02, eta=0.05 (watermark), decay_every=1000 (lfu), "
+                                                          "decay=0.99 (affinity), small_ratio=0.1 (s3fifo).")]
 Preset = Annotated[str, typer.Option(help=f"Hardware preset: {', '.join(available_presets())}, or a .toml path "
                                           "(e.g. one `moecache calibrate` wrote).")]
 Vram = Annotated[str | None, typer.Option(help="VRAM for experts, e.g. 4GiB (default: the preset's). Includes the "

@@ -11,6 +11,7 @@ from moecache_cli import render
 from moecache_cli.cache_options import (DEFAULT_PRESET, CpuCompute, Exclusive, Param, PerLayer, Prefetch,
                                         PrefetchLimit, Preset, Ram, RamExperts, Vram, VramExperts, cache_fields,
                                         check_policies, policy_params)
+from moecache_cli.config_file import ConfigFile
 from moecache_cli.options import Json, Quiet, Seed, TraceFile
 from simulator.policies import REGISTRY
 from traces.atomic import check_writable
@@ -54,6 +55,7 @@ def command(
     = None,
     json_out: Json = False,
     quiet: Quiet = False,
+    config: ConfigFile = None,  # noqa: ARG001 - applied by its callback before the other options
 ) -> int:
     """Replay a trace over real expert weights, moving and computing them, and measure the time.
 

@@ -13,6 +13,7 @@ from moecache_cli import render
 from moecache_cli.cache_options import (DEFAULT_PRESET, CpuCompute, Exclusive, Param, PerLayer, Prefetch,
                                         PrefetchLimit, Preset, Ram, RamExperts, Vram, VramExperts, cache_fields,
                                         check_policies, policy_params)
+from moecache_cli.config_file import ConfigFile
 from moecache_cli.options import Json, Quiet
 from simulator.policies import REGISTRY, make_params
 from traces.atomic import check_writable
@@ -67,6 +68,7 @@ def command(
                                                       "policies as rows and the key metrics.")] = False,
     json_out: Json = False,
     quiet: Quiet = False,
+    config: ConfigFile = None,  # noqa: ARG001 - applied by its callback before the other options
 ) -> None:
     """Replay traces through placement policies and predict hit rates, bytes moved and tokens/s.
 
