@@ -6,11 +6,11 @@ from typing import Annotated
 
 import typer
 
-from moecache_cli.options import parse_size
 from simulator.hardware import available_presets, load_hardware
 from simulator.policies import REGISTRY, make_params, policy_class
 from simulator.prefetchers import PREFETCHERS
 from traces.errors import MoecacheError
+from traces.sizes import parse_size
 
 Param = Annotated[list[str], typer.Option("--param", help="Policy parameter KEY=VALUE (repeatable), e.g. alpha=0.3, "
                                                           "gamma=0.02, eta=0.05 (watermark), decay_every=1000 (lfu), "
