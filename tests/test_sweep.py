@@ -56,3 +56,59 @@ def test_a_capacity_below_one_step_is_refused_before_any_run():
     with pytest.raises(MoecacheError, match=r"--vram-active 0.5: .*in each of 4 layers"):
         check_holds_one_step(Capacities("active", (0.5, 2)), META, "--vram-active", per_layer=True)
     assert check_holds_one_step(Capacities("active", (1, 2)), META, "--vram-active", per_layer=True) == [8e6, 16e6]
+
+
+def sample_configs(policies=("lru", "fifo", "lfu")):
+    from simulator.hardware import load_hardware
+    from simulator.replay import SimConfig
+
+    hw = load_hardware("h100-pcie5")
+    return [SimConfig(policy=p, hardware=hw, vram_experts=v, ram_experts=64) for p in policies for v in (8, 16)]
+
+
+def test_the_pool_gives_the_results_of_runs_in_process():
+    from simulator.sweep_run import RUN_KEY, execute, make_runs
+    from traces.data_files import data_dir
+
+    runs = make_runs(data_dir("samples", "mixtral-synth.parquet"), sample_configs())
+    alone, pooled = [], []
+    execute(runs, 1, alone.append)
+    execute(runs, 2, pooled.append)
+    assert len({r[RUN_KEY] for r in alone}) == len(runs) == 6
+    assert sorted(alone, key=lambda r: r[RUN_KEY]) == sorted(pooled, key=lambda r: r[RUN_KEY])
+    assert len({(r["policy"], r["vram_bytes"], r["vram_misses"]) for r in alone}) == 6
+
+
+def test_an_error_in_one_run_stops_the_sweep_and_keeps_the_results_so_far(tmp_path):
+    import dataclasses
+
+    from simulator.sweep_run import execute, make_runs
+    from traces.data_files import data_dir
+
+    good = sample_configs(("lru",))
+    bad = dataclasses.replace(good[0], vram_experts=1, ram_experts=1)  # cannot hold a step's two experts
+    runs = make_runs(data_dir("samples", "mixtral-synth.parquet"), [*good, bad])
+    for workers in (1, 2):
+        kept = []
+        with pytest.raises(MoecacheError, match="one step"):
+            execute(runs, workers, kept.append)
+        assert len(kept) <= 2 and all(r["policy"] == "lru" for r in kept)
+
+
+def test_run_keys_follow_the_configuration_and_the_trace_file(tmp_path):
+    import dataclasses
+    import os
+    import shutil
+
+    from simulator.sweep_run import run_key
+    from traces.data_files import data_dir
+
+    trace = tmp_path / "t.parquet"
+    shutil.copy(data_dir("samples", "mixtral-synth.parquet"), trace)
+    config = sample_configs(("lru",))[0]
+    key = run_key(trace, config)
+    assert run_key(trace, dataclasses.replace(config)) == key
+    assert run_key(trace, dataclasses.replace(config, vram_experts=9)) != key
+    assert run_key(trace, dataclasses.replace(config, prefetch="transitions")) != key
+    os.utime(trace, ns=(1, 1))
+    assert run_key(trace, config) != key

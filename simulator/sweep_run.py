@@ -1,0 +1,77 @@
+"""A sweep's runs on a pool of processes, each result handed back as it finishes.
+
+Each run is one `simulate` of one trace under one configuration, identified by a key that names
+everything its result depends on (the trace file by path, size and modification time, and the
+configuration), so that an interrupted sweep can skip the runs whose results it kept (`--resume`).
+Workers are spawned processes (numba and pyarrow start threads, which forked children must not
+inherit); each compiles or loads from the on-disk cache the kernels its policies need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from simulator.config import SimConfig
+
+RUN_KEY = "run_key"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a sweep: a trace, a configuration, and the key its result is stored under."""
+
+    trace: Path
+    config: SimConfig
+    key: str
+
+
+def run_key(trace: Path, config: SimConfig) -> str:
+    """A stable id of what the result depends on: the trace file (path, size, mtime) and the configuration."""
+    stat = trace.stat()
+    text = f"{trace.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{config!r}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def make_runs(trace: Path, configs: Iterable[SimConfig]) -> list[Run]:
+    return [Run(trace, config, run_key(trace, config)) for config in configs]
+
+
+def run_one(run: Run) -> dict[str, object]:
+    """The run's flat record (DESIGN.md section 7's names) and its key."""
+    from simulator.replay import simulate
+
+    return {**simulate(run.trace, run.config).to_dict(), RUN_KEY: run.key}
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def execute(runs: list[Run], workers: int, on_result: Callable[[dict[str, object]], None]) -> None:
+    """Run every run, `workers` at a time, calling `on_result(record)` in this process as each finishes.
+    An error or Ctrl-C cancels the runs not started and stops those under way; the results already handed
+    over stay with the caller."""
+    if workers <= 1 or len(runs) <= 1:
+        for run in runs:
+            on_result(run_one(run))
+        return
+    pool = ProcessPoolExecutor(min(workers, len(runs)), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        pending = {pool.submit(run_one, run) for run in runs}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                on_result(future.result())
+    except BaseException:
+        running = list((getattr(pool, "_processes", None) or {}).values())  # the executor has no public handle
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in running:
+            process.terminate()
+        raise
+    pool.shutdown()
