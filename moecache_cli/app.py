@@ -8,8 +8,8 @@ import sys
 import typer
 import typer.main
 
-from moecache_cli import (calibrate, checkpoint, pack, record, run, simulate, traces_import, traces_info, traces_stats,
-                          traces_synth)
+from moecache_cli import (calibrate, checkpoint, compare, pack, record, run, simulate, traces_import, traces_info,
+                          traces_stats, traces_synth)
 from traces.errors import MoecacheError
 
 try:  # recent Typer vendors its own click; older versions use click itself
@@ -32,6 +32,7 @@ checkpoint_app = typer.Typer(help="Make local checkpoints to try moecache withou
 app.command("record")(record.command)
 app.command("simulate")(simulate.command)
 app.command("run")(run.command)
+app.command("compare")(compare.command)
 app.command("pack")(pack.command)
 app.command("calibrate")(calibrate.command)
 app.add_typer(traces_app, name="traces")
@@ -43,6 +44,7 @@ traces_app.command("synth")(traces_synth.command)
 checkpoint_app.command("tiny")(checkpoint.tiny)
 
 
+TYPER_INTERRUPTED = 130  # Typer 0.29 turns Ctrl-C during a command into this exit code (earlier ones raise Abort)
 METAVARS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "Path": "PATH", "text": "TEXT", "integer": "INTEGER",
             "path": "PATH"}
 
@@ -85,16 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     try:
         result = cli().main(args=argv, prog_name="moecache", standalone_mode=False)
+    except (typer.Abort, KeyboardInterrupt):  # before ClickException: click's Abort is one in recent versions
+        return fail("interrupted")
     except ClickException as exc:
         exc.show()
         return exc.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        return fail("interrupted")
     except MoecacheError as exc:
         return fail(str(exc))
     except OSError as exc:  # disk full, permission denied, ...
         where = f"{exc.filename}: " if exc.filename else ""
         return fail(f"{where}{exc.strerror or exc}")
+    if result == TYPER_INTERRUPTED:
+        return fail("interrupted")
     return result if isinstance(result, int) else 0
 
 

@@ -1,4 +1,4 @@
-"""`--config FILE`: any option of `simulate` and `run` from a TOML file; flags on the command line win.
+"""`--config FILE`: any option of `simulate`, `run` and `compare` from a TOML file; flags on the command line win.
 
 The file's keys are the options' names (`vram`, `per-layer` or `per_layer`, `prefetch-limit`, ...), and a
 `[params]` table holds the policy parameters that `--param KEY=VALUE` gives. The values become this

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simulator.config import SimConfig
 from traces.errors import MoecacheError
+from traces.reader import Trace
 from traces.schema import TraceMeta
 from traces.sizes import parse_size
 
@@ -87,3 +89,18 @@ def check_holds_one_step(capacities: Capacities, meta: TraceMeta, option: str, p
                                 f"({step:,} bytes: top-{meta.top_k} x {largest:,} B"
                                 f"{f' in each of {meta.num_layers} layers' if per_layer else ''})")
     return resolved
+
+
+def check_sweep(trace: Trace, configs: list[SimConfig], option: str, capacities: Capacities) -> None:
+    """Every run of a trace checked before any starts: capacities that hold a step, and each configuration as
+    `simulate` checks it (prefetcher columns, inclusive RAM at least VRAM, ...)."""
+    from simulator.config import resolve
+    from simulator.hardware import expert_sizes
+    from simulator.replay import check
+
+    if not configs:
+        raise MoecacheError("the sweep is empty: no policy, prefetcher or capacity to run")
+    check_holds_one_step(capacities, trace.meta, option, configs[0].per_layer)
+    for config in configs:
+        check(config, trace)
+        resolve(config, trace, expert_sizes(trace.meta, config.precision))

@@ -1,4 +1,4 @@
-"""`--config FILE` for simulate and run: values from TOML, command-line flags win, unknown keys are errors; the
+"""`--config FILE` for simulate, run and compare: values from TOML, command-line flags win, unknown keys are errors; the
 shipped examples in data/configs/ work with both commands."""
 
 from __future__ import annotations
@@ -44,6 +44,16 @@ def test_each_example_drives_run(run_cli, example, tiny_checkpoint, routed_trace
     (record,) = runs(stdout)
     assert (record["preset"], record["policy"], record["prefetch"]) == (table["preset"], table["policy"],
                                                                         table["prefetch"])
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_each_example_drives_compare(run_cli, example, tmp_path):
+    table = tomllib.loads(example.read_text())
+    code, stdout, err = run_cli("compare", SAMPLE, "--config", example, "--json", "--no-bound", "-o", tmp_path / "c",
+                                "--workers", "1")
+    assert code == 0, err
+    (run,) = runs(stdout)  # the file's one policy, prefetcher and VRAM size
+    assert (run["preset"], run["policy"], run["prefetch"]) == (table["preset"], table["policy"], table["prefetch"])
 
 
 def test_flags_on_the_command_line_win(run_cli, tmp_path):

@@ -97,3 +97,14 @@ def test_help_shows_flags_as_flags_and_offers_completion(run_cli):
     assert "INTEGER" in lines["--vram-experts"] and "TEXT" in lines["--policy"]
     code, stdout, _ = run_cli("--help")
     assert code == 0 and "--install-completion" in stdout
+
+
+def test_ctrl_c_during_simulate_is_one_line_and_exit_2(run_cli, monkeypatch):
+    import simulator.replay
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(simulator.replay, "simulate", interrupted)
+    code, stdout, err = run_cli("simulate", SAMPLE, "--quiet")
+    assert code == 2 and err.strip() == "moecache: error: interrupted" and stdout == ""

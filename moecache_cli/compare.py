@@ -1,0 +1,183 @@
+"""`moecache compare`: sweep policies x prefetchers x VRAM capacities x traces on every core."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from moecache_cli import render
+from moecache_cli.cache_options import (DEFAULT_PRESET, CpuCompute, Exclusive, Param, PerLayer, PrefetchLimit, Preset,
+                                        Ram, RamExperts, cache_fields, check_policies, policy_params)
+from moecache_cli.config_file import ConfigFile
+from moecache_cli.options import Json, Quiet
+from simulator.policies import REGISTRY, make_params
+from simulator.prefetchers import PREFETCHERS
+from traces.errors import MoecacheError
+
+BOUND = "belady"
+RESULTS = "results.parquet"
+SUMMARY = ("best", "hit rate", "tokens/s", "Belady gap", "LRU gain")
+
+
+def command(
+    traces: Annotated[list[Path], typer.Argument(help="One or more traces (.parquet).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results (results.parquet).",
+                                      show_default=False)],
+    policy: Annotated[list[str], typer.Option("--policy", "-p", help=f"Policy (repeatable): {', '.join(REGISTRY)}.")]
+    = ["lru"],  # noqa: B006 - Typer needs a list default
+    prefetch: Annotated[list[str], typer.Option(help=f"Prefetcher (repeatable): {', '.join(PREFETCHERS)}.")]
+    = ["none"],  # noqa: B006
+    vram: Annotated[str | None, typer.Option(help="VRAM capacities in bytes: START:STOP:COUNT (evenly spaced, both "
+                                                  "ends included), A,B,C or one size, e.g. 1GiB:16GiB:8.")] = None,
+    vram_fraction: Annotated[str | None, typer.Option(help="VRAM capacities as a share of all routed experts, e.g. "
+                                                           "0.05:0.5:10.")] = None,
+    vram_active: Annotated[str | None, typer.Option(help="VRAM capacities as multiples of one token's active experts "
+                                                         "(top-k in every layer), e.g. 1:4:8.")] = None,
+    param: Param = [],  # noqa: B006
+    preset: Preset = DEFAULT_PRESET,
+    ram: Ram = None,
+    ram_experts: RamExperts = None,
+    per_layer: PerLayer = False,
+    exclusive: Exclusive = False,
+    cpu_compute: CpuCompute = False,
+    prefetch_limit: PrefetchLimit = None,
+    bound: Annotated[bool, typer.Option("--bound/--no-bound", help="Add Belady (with bypass) as the bound.")] = True,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per core).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the runs already in the folder's results and run "
+                                                          "only the others.")] = False,
+    json_out: Json = False,
+    quiet: Quiet = False,
+    config: ConfigFile = None,  # noqa: ARG001 - applied by its callback before the other options
+) -> None:
+    """Sweep policies, prefetchers and VRAM capacities over traces, on every core, into one results table.
+
+    Examples:
+      [bold]moecache compare qwen3.parquet mixtral.parquet -p lru -p lfu -p watermark --vram-active 1:4:8 -o cmp/[/]
+      [bold]moecache compare olmoe.parquet -p lru -p s3fifo --prefetch none --prefetch transitions --vram 1GiB:8GiB:8 -o cmp/[/]
+      [bold]moecache compare qwen3.parquet -p lru -p arc --vram-fraction 0.05:0.5:10 -o cmp/ --resume[/]  (after Ctrl-C)
+
+    Every run is one `simulate`; results.parquet has one row per run with simulate's names. An
+    interrupted sweep keeps the runs it finished; --resume skips them.
+    """
+    from simulator.config import SimConfig
+    from simulator.sweep import check_sweep, parse_capacities
+    from simulator.sweep_run import RUN_KEY, default_workers, execute, make_runs
+    from traces.reader import open_trace
+
+    given = [(text, kind, flag) for text, kind, flag in ((vram, "bytes", "--vram"),
+                                                        (vram_fraction, "fraction", "--vram-fraction"),
+                                                        (vram_active, "active", "--vram-active")) if text is not None]
+    if len(given) != 1:
+        raise MoecacheError("give the VRAM capacities with one of --vram, --vram-fraction or --vram-active")
+    text, kind, flag = given[0]
+    capacities = parse_capacities(text, kind, flag)
+    policies = list(dict.fromkeys(policy))
+    check_policies(policies, param)
+    prefetchers = list(dict.fromkeys(prefetch))
+    if workers is not None and workers < 1:
+        raise MoecacheError("--workers must be at least 1")
+    fields = cache_fields(preset, None, None, ram, ram_experts, per_layer, exclusive, cpu_compute, "none",
+                          prefetch_limit)
+    chosen = [(p, policy_params(p, param)) for p in policies]
+    if bound:
+        chosen.append((BOUND, make_params(BOUND, {"bypass": 1})))
+    runs = []
+    for path in traces:
+        trace = open_trace(path)
+        configs = [SimConfig(policy=name, params=params, **{**fields, "prefetch": pf, "vram_bytes": nbytes})
+                   for nbytes in capacities.bytes_for(trace.meta) for name, params in chosen for pf in prefetchers]
+        check_sweep(trace, configs, flag, capacities)
+        runs += make_runs(trace.path, configs)
+    results_path = _output_folder(out) / RESULTS
+    kept = _kept(results_path) if resume else []
+    done_keys = {r[RUN_KEY] for r in kept}
+    todo = [r for r in runs if r.key not in done_keys]
+    records = [r for r in kept if r[RUN_KEY] in {run.key for run in runs}]
+    with render.progress_bar("comparing", "runs", enabled=not (quiet or json_out)) as update:
+        update(len(records), len(runs))
+
+        def keep(record: dict[str, object]) -> None:
+            records.append(record)
+            _write(records, results_path)
+            update(len(records), len(runs))
+
+        try:
+            execute(todo, workers or default_workers(), keep)
+        except KeyboardInterrupt:
+            raise MoecacheError(f"interrupted; {len(records)} of {len(runs)} runs are kept in {results_path} "
+                                "(--resume runs the others)") from None
+    order = {run.key: i for i, run in enumerate(runs)}
+    records.sort(key=lambda r: order[r[RUN_KEY]])
+    _write(records, results_path)
+    summary = summarize(records)
+    if json_out:
+        render.print_json({"runs": records, "summary": summary, "results": str(results_path)})
+        return
+    by_trace, by_prefetch = len(traces) > 1, len(prefetchers) > 1  # columns only where they vary
+    rows = [[*([Path(s["trace"]).name] if by_trace else []), render.human_bytes(s["vram_bytes"]),
+             *([s["prefetch"]] if by_prefetch else []), s["policy"], f"{s['hit_rate']:.3f}",
+             f"{s['tokens_per_s']:,.2f}", _points(s["gap_to_belady"]), _points(s["gain_over_lru"])] for s in summary]
+    columns = [*(["trace"] if by_trace else []), "VRAM", *(["prefetch"] if by_prefetch else []), *SUMMARY]
+    render.grid("best policy per VRAM budget (gap and gain in points of hit rate)", columns, rows, compact=True)
+    render.console.print(f"results: {results_path} ({len(records)} runs)")
+
+
+def _points(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:+.1f}"
+
+
+def summarize(records: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Per trace, VRAM budget and prefetcher: the policy of best hit rate (the bound aside), its tokens/s, how far
+    Belady's hit rate is above it, and how far it is above LRU's (None where either was not run)."""
+    groups: dict[tuple, list[dict[str, object]]] = {}
+    for r in records:
+        groups.setdefault((r["trace"], r["vram_bytes"], r["prefetch"]), []).append(r)
+    summary = []
+    for (trace, vram_bytes, prefetch), runs in groups.items():
+        bound = next((r for r in runs if r["policy"] == BOUND and "bypass=1" in r["policy_params"]), None)
+        lru = next((r for r in runs if r["policy"] == "lru"), None)
+        candidates = [r for r in runs if r is not bound]
+        if not candidates:
+            continue
+        best = max(candidates, key=lambda r: (r["hit_rate"], r["tokens_per_s"]))
+        summary.append({"trace": trace, "vram_bytes": vram_bytes, "prefetch": prefetch, "policy": best["policy"],
+                        "hit_rate": best["hit_rate"], "tokens_per_s": best["tokens_per_s"],
+                        "gap_to_belady": None if bound is None else bound["hit_rate"] - best["hit_rate"],
+                        "gain_over_lru": None if lru is None else best["hit_rate"] - lru["hit_rate"]})
+    return summary
+
+
+def _output_folder(out: Path) -> Path:
+    """The output folder, created if needed; one line if it cannot be, or cannot be written."""
+    if not out.resolve().parent.is_dir():
+        raise MoecacheError(f"{out}: folder {out.resolve().parent} does not exist; create it first")
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise MoecacheError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    if not out.is_dir():
+        raise MoecacheError(f"{out}: is a file; give a folder for the results")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise MoecacheError(f"{out}: the output folder is not writable")
+    return out
+
+
+def _kept(path: Path) -> list[dict[str, object]]:
+    """The records of an earlier sweep into the same folder."""
+    if not path.exists():
+        return []
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise MoecacheError(f"{path}: cannot read the earlier results to resume ({str(exc).splitlines()[0]})") from None
+
+
+def _write(records: list[dict[str, object]], path: Path) -> None:
+    from simulator.metrics import write_parquet
+
+    write_parquet(records, path)
