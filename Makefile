@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 DEMO := build/demo
 SHARED_LOG := ../shared/traces/mixtral-8x7b-gsm8k.jsonl
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test browser bench clean
 
 install: $(VENV)/.installed
 
@@ -38,9 +38,20 @@ demo: install
 	$(VENV)/bin/moecache pack $(DEMO)/tiny-mixtral -o $(DEMO)/tiny-mixtral-packed
 	$(VENV)/bin/moecache run $(DEMO)/tiny.parquet -w $(DEMO)/tiny-mixtral-packed -p lru --vram-experts 6 \
 		--ram-experts 16 --prefetch lookahead --device cpu --no-live -o $(DEMO)/run.parquet
+	$(VENV)/bin/moecache traces synth --like qwen3-30b-a3b --requests 4 -o $(DEMO)/qwen3.parquet --quiet
+	$(VENV)/bin/moecache compare $(DEMO)/gsm8k.parquet $(DEMO)/qwen3.parquet -p lru -p lfu -p watermark \
+		--prefetch none --prefetch transitions --vram-active 0.5:2:4 --exclusive -o $(DEMO)/compare
+	@echo "moecache demo: the report is $(DEMO)/compare/report.html (and report.md beside it)"
 
-test: install
+test: install browser
 	$(PY) -m pytest -q
+
+# The report test opens the HTML in headless Chromium: installed here where the package manager allows
+# it (root on Debian or Ubuntu); elsewhere that test is skipped with a message.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		timeout 600 apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; } || \
+		echo "(chromium not installed: the headless report test will be skipped)"
 
 bench: install
 	$(PY) bench/record_overhead.py

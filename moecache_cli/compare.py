@@ -19,7 +19,7 @@ from traces.errors import MoecacheError
 
 BOUND = "belady"
 RESULTS = "results.parquet"
-SUMMARY = ("best", "hit rate", "tokens/s", "Belady gap", "LRU gain")
+SUMMARY = ("best", "hit rate", "tok/s", "vs Belady", "vs LRU")
 
 
 def command(
@@ -48,6 +48,8 @@ def command(
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per core).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Keep the runs already in the folder's results and run "
                                                           "only the others.")] = False,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html (self-contained) and "
+                                                                      "report.md with its figures.")] = True,
     json_out: Json = False,
     quiet: Quiet = False,
     config: ConfigFile = None,  # noqa: ARG001 - applied by its callback before the other options
@@ -79,6 +81,8 @@ def command(
     prefetchers = list(dict.fromkeys(prefetch))
     if workers is not None and workers < 1:
         raise MoecacheError("--workers must be at least 1")
+    if report:
+        _require_matplotlib()
     fields = cache_fields(preset, None, None, ram, ram_experts, per_layer, exclusive, cpu_compute, "none",
                           prefetch_limit)
     chosen = [(p, policy_params(p, param)) for p in policies]
@@ -113,16 +117,25 @@ def command(
     records.sort(key=lambda r: order[r[RUN_KEY]])
     _write(records, results_path)
     summary = summarize(records)
+    written = None
+    if report:
+        from moecache_cli.report import write_report
+
+        written = write_report(results_path.parent, records, summary, f"moecache compare: {len(traces)} trace(s)")
     if json_out:
-        render.print_json({"runs": records, "summary": summary, "results": str(results_path)})
+        render.print_json({"runs": records, "summary": summary, "results": str(results_path),
+                           "report": None if written is None else str(written)})
         return
     by_trace, by_prefetch = len(traces) > 1, len(prefetchers) > 1  # columns only where they vary
-    rows = [[*([Path(s["trace"]).name] if by_trace else []), render.human_bytes(s["vram_bytes"]),
+    rows = [[*([Path(s["trace"]).stem] if by_trace else []), f"{s['vram_bytes'] / 2**30:.1f}",
              *([s["prefetch"]] if by_prefetch else []), s["policy"], f"{s['hit_rate']:.3f}",
              f"{s['tokens_per_s']:,.2f}", _points(s["gap_to_belady"]), _points(s["gain_over_lru"])] for s in summary]
-    columns = [*(["trace"] if by_trace else []), "VRAM", *(["prefetch"] if by_prefetch else []), *SUMMARY]
-    render.grid("best policy per VRAM budget (gap and gain in points of hit rate)", columns, rows, compact=True)
+    columns = [*(["trace"] if by_trace else []), "VRAM GiB", *(["prefetch"] if by_prefetch else []), *SUMMARY]
+    render.grid("best policy per VRAM budget (hit rate; Belady's lead and the gain over LRU in points)", columns,
+                rows, compact=True)
     render.console.print(f"results: {results_path} ({len(records)} runs)")
+    if written is not None:
+        render.console.print(f"report: {written} (and {written.with_suffix('.md').name} with figures/)")
 
 
 def _points(value: float | None) -> str:
@@ -148,6 +161,13 @@ def summarize(records: list[dict[str, object]]) -> list[dict[str, object]]:
                         "gap_to_belady": None if bound is None else bound["hit_rate"] - best["hit_rate"],
                         "gain_over_lru": None if lru is None else best["hit_rate"] - lru["hit_rate"]})
     return summary
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401 - checked before the sweep, used by the report
+    except ImportError:
+        raise MoecacheError("the report needs matplotlib: pip install 'moecache[report]', or use --no-report") from None
 
 
 def _output_folder(out: Path) -> Path:

@@ -1,0 +1,81 @@
+"""`compare`'s report: self-contained HTML, a Markdown twin with the same sections, figures present, nothing
+half-written, and a page that renders in headless Chromium without console errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from traces.data_files import data_dir
+
+SAMPLE = data_dir("samples", "mixtral-synth.parquet")
+SWEEP = ("-p", "lru", "-p", "fifo", "--vram-active", "0.3,0.6,1", "--global", "--ram", "0", "--workers", "1")
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """A report of two prefetchers (so it has every section but the routing one)."""
+    from moecache_cli.app import main
+
+    out = tmp_path_factory.mktemp("cmp")
+    assert main(["compare", str(SAMPLE), *SWEEP, "--prefetch", "none", "--prefetch", "transitions", "-o", str(out),
+                 "--quiet"]) == 0
+    return out
+
+
+def test_the_html_is_self_contained_with_every_figure(report):
+    page = (report / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*['"]?\s*(https?:)?//""", page), "an external URL"
+    images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
+    assert len(images) == 5 and all(base64.b64decode(i).startswith(PNG) for i in images)
+    assert page.count("<tr>") == 1 + 3 * 2  # header + capacities x prefetchers
+
+
+def test_the_markdown_twin_has_the_same_sections_and_figure_files(report):
+    page, md = (report / "report.html").read_text(), (report / "report.md").read_text()
+    assert re.findall(r"<h2 id='[^']+'>([^<]+)</h2>", page) == re.findall(r"^## (.+)$", md, re.M)
+    files = re.findall(r"\]\((figures/[^)]+\.png)\)", md)
+    assert len(files) == 5 and all((report / f).read_bytes().startswith(PNG) for f in files)
+    assert not list(report.glob(".report-*"))
+
+
+def test_no_prefetch_section_without_prefetching_and_no_report_on_request(run_cli, tmp_path):
+    code, stdout, err = run_cli("compare", SAMPLE, *SWEEP, "-o", tmp_path / "a", "--json")
+    assert code == 0, err
+    page = (tmp_path / "a" / "report.html").read_text()
+    assert json.loads(stdout)["report"].endswith("report.html") and "Prefetch accuracy" not in page
+    assert page.count("data:image/png") == 4
+    code, _, err = run_cli("compare", SAMPLE, *SWEEP, "-o", tmp_path / "b", "--no-report", "--quiet")
+    assert code == 0 and not (tmp_path / "b" / "report.html").exists() and (tmp_path / "b" / "results.parquet").exists()
+
+
+def test_a_failing_figure_leaves_no_half_written_report(run_cli, tmp_path, monkeypatch):
+    from moecache_cli import figures
+
+    def broken(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(figures, "layer_heatmap", broken)
+    code, _, err = run_cli("compare", SAMPLE, *SWEEP, "-o", tmp_path, "--quiet")
+    assert code == 2 and "No space left on device" in err
+    assert not (tmp_path / "report.html").exists() and not (tmp_path / "report.md").exists()
+    assert not (tmp_path / "figures").exists() and not list(tmp_path.glob(".report-*"))
+
+
+def test_the_report_renders_in_headless_chromium(report, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (make test installs Debian's package where it can)")
+    shot = tmp_path / "report.png"
+    done = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                           "--v=0", f"--screenshot={shot}", "--window-size=1100,2400",
+                           (report / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    assert done.returncode == 0 and console == [], console
+    assert shot.read_bytes().startswith(PNG) and shot.stat().st_size > 20_000
