@@ -48,6 +48,9 @@ def command(
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per core).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Keep the runs already in the folder's results and run "
                                                           "only the others.")] = False,
+    runs_files: Annotated[list[Path], typer.Option("--runs", help="Results of `moecache run -o` on these traces "
+                                                                  "(repeatable): measured against predicted.")]
+    = [],  # noqa: B006
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html (self-contained) and "
                                                                       "report.md with its figures.")] = True,
     json_out: Json = False,
@@ -83,6 +86,7 @@ def command(
         raise MoecacheError("--workers must be at least 1")
     if report:
         _require_matplotlib()
+    measured = _measured(runs_files, traces)
     fields = cache_fields(preset, None, None, ram, ram_experts, per_layer, exclusive, cpu_compute, "none",
                           prefetch_limit)
     chosen = [(p, policy_params(p, param)) for p in policies]
@@ -121,16 +125,17 @@ def command(
     if report:
         from moecache_cli.report import write_report
 
-        written = write_report(results_path.parent, records, summary, f"moecache compare: {len(traces)} trace(s)")
+        written = write_report(results_path.parent, records, summary, f"moecache compare: {len(traces)} trace(s)",
+                               measured)
     if json_out:
-        render.print_json({"runs": records, "summary": summary, "results": str(results_path),
+        render.print_json({"runs": records, "summary": summary, "measured": measured, "results": str(results_path),
                            "report": None if written is None else str(written)})
         return
     by_trace, by_prefetch = len(traces) > 1, len(prefetchers) > 1  # columns only where they vary
-    rows = [[*([Path(s["trace"]).stem] if by_trace else []), f"{s['vram_bytes'] / 2**30:.1f}",
+    rows = [[*([Path(s["trace"]).stem] if by_trace else []), render.human_bytes(s["vram_bytes"]).replace(" ", ""),
              *([s["prefetch"]] if by_prefetch else []), s["policy"], f"{s['hit_rate']:.3f}",
              f"{s['tokens_per_s']:,.2f}", _points(s["gap_to_belady"]), _points(s["gain_over_lru"])] for s in summary]
-    columns = [*(["trace"] if by_trace else []), "VRAM GiB", *(["prefetch"] if by_prefetch else []), *SUMMARY]
+    columns = [*(["trace"] if by_trace else []), "VRAM", *(["prefetch"] if by_prefetch else []), *SUMMARY]
     render.grid("best policy per VRAM budget (hit rate; Belady's lead and the gain over LRU in points)", columns,
                 rows, compact=True)
     render.console.print(f"results: {results_path} ({len(records)} runs)")
@@ -161,6 +166,31 @@ def summarize(records: list[dict[str, object]]) -> list[dict[str, object]]:
                         "gap_to_belady": None if bound is None else bound["hit_rate"] - best["hit_rate"],
                         "gain_over_lru": None if lru is None else best["hit_rate"] - lru["hit_rate"]})
     return summary
+
+
+def _measured(files: list[Path], traces: list[Path]) -> list[dict[str, object]]:
+    """The records of `moecache run -o` files, each of one of the compared traces (same path, or same file name
+    when it was run from another folder)."""
+    import pyarrow.parquet as pq
+
+    paths = {p.resolve() for p in traces}
+    names = {p.name for p in traces}
+    out = []
+    for path in files:
+        if not path.is_file():
+            raise MoecacheError(f"--runs {path}: no such file")
+        try:
+            records = pq.read_table(path).to_pylist()
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+            raise MoecacheError(f"--runs {path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+        for record in records:
+            if "measured_time_per_token_s" not in record:
+                raise MoecacheError(f"--runs {path}: not a `moecache run` result (no measured_* fields)")
+            trace = Path(str(record["trace"]))
+            if trace.resolve() not in paths and trace.name not in names:
+                raise MoecacheError(f"--runs {path}: its run replayed {trace}, which is not among the compared traces")
+            out.append(record)
+    return out
 
 
 def _require_matplotlib() -> None:

@@ -10,6 +10,8 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
+from moecache_cli.render import human_bytes
+
 GIB = 2**30
 BOUND = "belady"
 WIDTH, PANEL_HEIGHT = 8.0, 3.4
@@ -37,7 +39,7 @@ def label(record: dict, prefetchers: int) -> str:
 def tick(record: dict, prefetchers: int) -> str:
     """A capacity with the best policy there (and its prefetcher when the sweep has several)."""
     extra = f"\n{record['prefetch']}" if prefetchers > 1 else ""
-    return f"{record['vram_bytes'] / GIB:.1f}\n{record['policy']}{extra}"
+    return f"{human_bytes(record['vram_bytes'])}\n{record['policy']}{extra}"
 
 
 def _panels(records: Sequence[dict], rows_per_trace: int = 1):
@@ -94,7 +96,7 @@ def time_split(best: Sequence[dict]) -> bytes:
         ax.bar(x, stall, bottom=compute, label="stall (waiting for experts)", color="#dd8452")
         ax.plot(x, transfer, "k.-", label="links busy, NVMe and PCIe added (overlaps compute)")
         ax.set_xticks(x, [tick(r, len({q["prefetch"] for q in runs})) for r in runs], fontsize=7)
-        ax.set(title=Path(trace).name, xlabel="VRAM for experts (GiB) and best policy", ylabel="ms per token")
+        ax.set(title=Path(trace).name, xlabel="VRAM for experts and best policy", ylabel="ms per token")
         ax.legend(fontsize=8)
     return _png(plt, fig)
 
@@ -137,7 +139,29 @@ def layer_heatmap(best: Sequence[dict]) -> bytes:
                           origin="lower")
         ticks = [tick(r, len({q["prefetch"] for q in runs})).replace("\n", " ") for r in runs]
         ax.set_yticks(range(len(runs)), ticks, fontsize=7)
-        ax.set(title=Path(trace).name, xlabel="MoE layer", ylabel="VRAM (GiB), best policy")
+        ax.set(title=Path(trace).name, xlabel="MoE layer", ylabel="VRAM for experts, best policy")
         ax.grid(False)
         fig.colorbar(image, ax=ax, label="hit rate")
+    return _png(plt, fig)
+
+
+def measured_vs_predicted(measured: Sequence[dict]) -> bytes:
+    """`moecache run` results: measured time per token against simulate's prediction (the diagonal is exact),
+    and the error of each."""
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(WIDTH, PANEL_HEIGHT))
+    predicted = [1e3 * r["time_per_token_s"] for r in measured]
+    actual = [1e3 * r["measured_time_per_token_s"] for r in measured]
+    names = [f"{r['policy']} {human_bytes(r['vram_bytes'])}" for r in measured]
+    left.scatter(predicted, actual)
+    top = max(predicted + actual) * 1.1
+    left.plot([0, top], [0, top], "k--", linewidth=1, label="measured = predicted")
+    left.set(xlabel="predicted ms per token (simulate)", ylabel="measured ms per token (run)", xlim=(0, top),
+             ylim=(0, top))
+    left.legend(fontsize=8)
+    errors = [100 * (p - a) / a if a else 0.0 for p, a in zip(predicted, actual)]
+    right.barh(range(len(errors)), errors, color="#4c72b0")
+    right.set_yticks(range(len(errors)), names, fontsize=7)
+    right.axvline(0, color="k", linewidth=1)
+    right.set(xlabel="prediction error (% of measured)")
     return _png(plt, fig)

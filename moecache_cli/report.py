@@ -17,7 +17,7 @@ HTML_NAME, MD_NAME, FIGURES = "report.html", "report.md", "figures"
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
          "table{border-collapse:collapse;font-size:.9rem}td,th{border:1px solid #ccc;padding:.25rem .5rem;"
          "text-align:right}th{background:#f3f3f3}img{max-width:100%}figcaption{color:#555;font-size:.9rem}")
-COLUMNS = ("trace", "VRAM (GiB)", "prefetch", "best policy", "hit rate", "tokens/s", "gap to Belady (points)",
+COLUMNS = ("trace", "VRAM", "prefetch", "best policy", "hit rate", "tokens/s", "gap to Belady (points)",
            "gain over LRU (points)")
 
 
@@ -27,8 +27,8 @@ def best_records(records: list[dict], summary: list[dict]) -> list[dict]:
     return [index[(s["trace"], s["vram_bytes"], s["prefetch"], s["policy"])] for s in summary]
 
 
-def sections(records: list[dict], summary: list[dict]) -> list[tuple[str, str, str, bytes]]:
-    """(file stem, title, caption, PNG) of every figure the sweep supports."""
+def sections(records: list[dict], summary: list[dict], measured: list[dict]) -> list[tuple[str, str, str, bytes]]:
+    """(file stem, title, caption, PNG) of every figure the sweep (and the given `run` results) support."""
     best = best_records(records, summary)
     out = [
         ("hit-rate", "Hit rate against VRAM capacity",
@@ -47,14 +47,29 @@ def sections(records: list[dict], summary: list[dict]) -> list[tuple[str, str, s
                     "prefetching served.", figures.prefetch_quality(prefetched)))
     out.append(("layer-hit-rate", "Hit rate per layer",
                 "The best policy at each capacity, layer by layer.", figures.layer_heatmap(best)))
+    if measured:
+        out.append(("measured", "Measured against predicted", measured_caption(measured),
+                    figures.measured_vs_predicted(measured)))
     return out
 
+
+def measured_caption(measured: list[dict]) -> str:
+    """Each `run` result in words: predicted and measured time per token, the error, and the hit rate (the
+    counters of `run` equal simulate's by construction)."""
+    parts = []
+    for r in measured:
+        predicted, actual = r["time_per_token_s"] * 1e3, r["measured_time_per_token_s"] * 1e3
+        error = (predicted - actual) / actual if actual else 0.0
+        parts.append(f"{Path(r['trace']).name}, {r['policy']} at {figures.human_bytes(r['vram_bytes'])} on "
+                     f"{r['measured_device']}: predicted {predicted:.3f} ms per token, measured {actual:.3f} ms "
+                     f"({error:+.1%}), hit rate {r['hit_rate']:.3f}")
+    return "Measured by `moecache run`: " + "; ".join(parts) + "."
 
 def summary_rows(summary: list[dict]) -> list[list[str]]:
     def points(value: float | None) -> str:
         return "-" if value is None else f"{value * 100:+.1f}"
 
-    return [[Path(s["trace"]).name, f"{s['vram_bytes'] / figures.GIB:.2f}", s["prefetch"], s["policy"],
+    return [[Path(s["trace"]).name, figures.human_bytes(s["vram_bytes"]), s["prefetch"], s["policy"],
              f"{s['hit_rate']:.3f}", f"{s['tokens_per_s']:,.2f}", points(s["gap_to_belady"]),
              points(s["gain_over_lru"])] for s in summary]
 
@@ -84,9 +99,10 @@ def render_markdown(title: str, summary: list[dict], parts: list[tuple[str, str,
     return "\n".join(lines) + "\n"
 
 
-def write_report(folder: Path, records: list[dict], summary: list[dict], title: str) -> Path:
+def write_report(folder: Path, records: list[dict], summary: list[dict], title: str,
+                 measured: list[dict] | None = None) -> Path:
     """report.html, report.md and figures/ in `folder`; returns the HTML's path."""
-    parts = sections(records, summary)
+    parts = sections(records, summary, measured or [])
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=folder))
     try:
         (staging / FIGURES).mkdir()

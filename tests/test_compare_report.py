@@ -79,3 +79,39 @@ def test_the_report_renders_in_headless_chromium(report, tmp_path):
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     assert done.returncode == 0 and console == [], console
     assert shot.read_bytes().startswith(PNG) and shot.stat().st_size > 20_000
+
+
+def test_runs_are_set_beside_their_prediction(run_cli, tmp_path, tiny_checkpoint, routed_trace):
+    checkpoint = tiny_checkpoint("mixtral")
+    trace = routed_trace(checkpoint)
+    measured = tmp_path / "run.parquet"
+    code, _, err = run_cli("run", trace, "-w", checkpoint, "--vram-experts", "4", "--ram-experts", "8", "--device",
+                           "cpu", "--no-live", "--quiet", "-o", measured)
+    assert code == 0, err
+    code, stdout, err = run_cli("compare", trace, "-p", "lru", "--vram-fraction", "0.3,0.6", "--runs", measured,
+                                "-o", tmp_path / "cmp", "--workers", "1", "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    (record,) = report["measured"]
+    assert record["measured_time_per_token_s"] > 0 and record["policy"] == "lru"
+    md = (tmp_path / "cmp" / "report.md").read_text()
+    assert "## Measured against predicted" in md and "(figures/measured.png)" in md
+    assert f"measured {record['measured_time_per_token_s'] * 1e3:.3f} ms" in md
+
+
+@pytest.mark.parametrize("which, message", [("other", "not among the compared traces"),
+                                            ("results", "not a `moecache run` result"),
+                                            ("missing", "no such file")])
+def test_runs_that_do_not_belong_are_refused(run_cli, tmp_path, tiny_checkpoint, routed_trace, which, message):
+    checkpoint = tiny_checkpoint("mixtral")
+    run_file = tmp_path / "run.parquet"
+    assert run_cli("run", routed_trace(checkpoint), "-w", checkpoint, "--vram-experts", "4", "--ram-experts", "8",
+                   "--device", "cpu", "--no-live", "--quiet", "-o", run_file)[0] == 0
+    if which == "results":
+        assert run_cli("compare", SAMPLE, *SWEEP, "-o", tmp_path / "first", "--quiet", "--no-report")[0] == 0
+        run_file = tmp_path / "first" / "results.parquet"
+    elif which == "missing":
+        run_file = tmp_path / "none.parquet"
+    code, stdout, err = run_cli("compare", SAMPLE, *SWEEP, "--runs", run_file, "-o", tmp_path / "cmp", "--quiet")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "cmp" / "results.parquet").exists()
