@@ -13,7 +13,7 @@ from moecache_cli.cache_options import (DEFAULT_PRESET, CpuCompute, Exclusive, P
                                         Ram, RamExperts, cache_fields, check_policies, policy_params)
 from moecache_cli.config_file import ConfigFile
 from moecache_cli.options import Json, Quiet
-from simulator.policies import REGISTRY, make_params
+from simulator.policies import REGISTRY, make_params, policy_class
 from simulator.prefetchers import PREFETCHERS
 from traces.errors import MoecacheError
 
@@ -48,6 +48,10 @@ def command(
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per core).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Keep the runs already in the folder's results and run "
                                                           "only the others.")] = False,
+    routing_bonus: Annotated[list[float], typer.Option(help="Memory-aware routing bonus to sweep as well "
+                                                            "(repeatable), on the traces with router logits; "
+                                                            "the report plots the hit gain against routing changed.")]
+    = [],  # noqa: B006
     runs_files: Annotated[list[Path], typer.Option("--runs", help="Results of `moecache run -o` on these traces "
                                                                   "(repeatable): measured against predicted.")]
     = [],  # noqa: B006
@@ -92,11 +96,17 @@ def command(
     chosen = [(p, policy_params(p, param)) for p in policies]
     if bound:
         chosen.append((BOUND, make_params(BOUND, {"bypass": 1})))
+    opened = [open_trace(path) for path in traces]
+    if routing_bonus and not any(t.has_logits for t in opened):
+        raise MoecacheError("--routing-bonus re-routes tokens from router logits, and none of the traces has them; "
+                            "record with --logits")
     runs = []
-    for path in traces:
-        trace = open_trace(path)
-        configs = [SimConfig(policy=name, params=params, **{**fields, "prefetch": pf, "vram_bytes": nbytes})
-                   for nbytes in capacities.bytes_for(trace.meta) for name, params in chosen for pf in prefetchers]
+    for trace in opened:
+        bonuses = [None, *(routing_bonus if trace.has_logits else [])]
+        configs = [SimConfig(policy=name, params=params, routing_bonus=bonus,
+                             **{**fields, "prefetch": pf, "vram_bytes": nbytes})
+                   for bonus in bonuses for nbytes in capacities.bytes_for(trace.meta) for name, params in chosen
+                   for pf in prefetchers if bonus is None or not policy_class(name).needs_future]
         check_sweep(trace, configs, flag, capacities)
         runs += make_runs(trace.path, configs)
     results_path = _output_folder(out) / RESULTS
@@ -152,6 +162,8 @@ def summarize(records: list[dict[str, object]]) -> list[dict[str, object]]:
     Belady's hit rate is above it, and how far it is above LRU's (None where either was not run)."""
     groups: dict[tuple, list[dict[str, object]]] = {}
     for r in records:
+        if r["routing_bonus"]:  # re-routed runs change the model's choices: they have their own figure
+            continue
         groups.setdefault((r["trace"], r["vram_bytes"], r["prefetch"]), []).append(r)
     summary = []
     for (trace, vram_bytes, prefetch), runs in groups.items():

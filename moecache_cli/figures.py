@@ -165,3 +165,25 @@ def measured_vs_predicted(measured: Sequence[dict]) -> bytes:
     right.axvline(0, color="k", linewidth=1)
     right.set(xlabel="prediction error (% of measured)")
     return _png(plt, fig)
+
+
+def routing_tradeoff(records: Sequence[dict]) -> bytes:
+    """Memory-aware routing: the hit-rate gain of each bonus over the same run with the recorded routing, against
+    the share of layer steps whose experts changed; one series per policy, one point per bonus and capacity."""
+    plain = {(r["trace"], r["policy"], r["prefetch"], r["vram_bytes"]): r for r in records if not r["routing_bonus"]}
+    rerouted = [r for r in records if r["routing_bonus"]]
+    plt, fig, panels = _panels(rerouted)
+    prefetchers = len({r["prefetch"] for r in rerouted})
+    for trace, ax, runs in panels:
+        for name, line in _lines(runs, lambda r: label(r, prefetchers)).items():
+            base = [plain[(r["trace"], r["policy"], r["prefetch"], r["vram_bytes"])] for r in line]
+            ax.scatter([100 * r["routing_changed_fraction"] for r in line],
+                       [100 * (r["hit_rate"] - b["hit_rate"]) for r, b in zip(line, base)], label=name, s=18)
+        for r in runs:
+            ax.annotate(f"+{r['routing_bonus']:g}", (100 * r["routing_changed_fraction"],
+                        100 * (r["hit_rate"] - plain[(r["trace"], r["policy"], r["prefetch"], r["vram_bytes"])]
+                               ["hit_rate"])), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        ax.set(title=Path(trace).name, xlabel="layer steps whose experts changed (%)",
+               ylabel="hit-rate gain (points)")
+        ax.legend(fontsize=8)
+    return _png(plt, fig)

@@ -23,30 +23,37 @@ COLUMNS = ("trace", "VRAM", "prefetch", "best policy", "hit rate", "tokens/s", "
 
 def best_records(records: list[dict], summary: list[dict]) -> list[dict]:
     """The record of the best policy for each (trace, VRAM, prefetcher) of the summary."""
-    index = {(r["trace"], r["vram_bytes"], r["prefetch"], r["policy"]): r for r in records if not figures.is_bound(r)}
+    index = {(r["trace"], r["vram_bytes"], r["prefetch"], r["policy"]): r for r in records
+             if not figures.is_bound(r) and not r["routing_bonus"]}
     return [index[(s["trace"], s["vram_bytes"], s["prefetch"], s["policy"])] for s in summary]
 
 
 def sections(records: list[dict], summary: list[dict], measured: list[dict]) -> list[tuple[str, str, str, bytes]]:
     """(file stem, title, caption, PNG) of every figure the sweep (and the given `run` results) support."""
     best = best_records(records, summary)
+    plain = [r for r in records if not r["routing_bonus"]]
     out = [
         ("hit-rate", "Hit rate against VRAM capacity",
          "VRAM hit rate of each policy; Belady with bypass (dashed) is the bound no policy can beat.",
-         figures.hit_rate(records)),
+         figures.hit_rate(plain)),
         ("time-per-token", "Predicted time per token",
          "The best policy at each capacity: compute and stalls stacked, the links' busy time as a line.",
          figures.time_split(best)),
         ("bytes-moved", "Bytes moved per link", "Per token, by the best policy at each capacity.",
          figures.bytes_moved(best)),
     ]
-    prefetched = [r for r in records if r["prefetch"] != "none" and not figures.is_bound(r)]
+    prefetched = [r for r in plain if r["prefetch"] != "none" and not figures.is_bound(r)]
     if prefetched:
         out.append(("prefetch", "Prefetch accuracy and coverage",
                     "Accuracy: prefetched experts used before eviction; coverage: the share of would-be misses that "
                     "prefetching served.", figures.prefetch_quality(prefetched)))
     out.append(("layer-hit-rate", "Hit rate per layer",
                 "The best policy at each capacity, layer by layer.", figures.layer_heatmap(best)))
+    if len(plain) < len(records):
+        out.append(("routing", "Memory-aware routing trade-off",
+                    "Each bonus added to the router logits of VRAM-resident experts: the hit rate it gains over the "
+                    "recorded routing, against how often it changed a layer step's experts (the model's quality "
+                    "is what that costs).", figures.routing_tradeoff(records)))
     if measured:
         out.append(("measured", "Measured against predicted", measured_caption(measured),
                     figures.measured_vs_predicted(measured)))

@@ -49,6 +49,7 @@ class RunResult:
     preset: str = ""
     policy_params: str = ""
     mode: str = ""
+    routing_bonus: float = 0.0  # memory-aware routing's bonus; 0: the recorded routing
     compulsory_misses: int = 0
     capacity_misses: int = 0
     staged: int = 0

@@ -92,7 +92,8 @@ class Prepared:
         return summarize(self.tally, routing, trace=str(self.trace.path), policy=config.policy,
                          prefetch=config.prefetch, vram_bytes=self.resolved.vram_bytes,
                          ram_bytes=self.resolved.ram_bytes, model=meta.model, preset=config.hardware.name,
-                         policy_params=repr(self.params), mode=self.resolved.mode)
+                         policy_params=repr(self.params), mode=self.resolved.mode,
+                         routing_bonus=config.routing_bonus or 0.0)
 
     def close(self) -> None:
         if self.future is not None:

@@ -115,3 +115,24 @@ def test_runs_that_do_not_belong_are_refused(run_cli, tmp_path, tiny_checkpoint,
     code, stdout, err = run_cli("compare", SAMPLE, *SWEEP, "--runs", run_file, "-o", tmp_path / "cmp", "--quiet")
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "cmp" / "results.parquet").exists()
+
+
+def test_routing_bonuses_get_their_own_figure_and_stay_out_of_the_summary(run_cli, tmp_path):
+    code, stdout, err = run_cli("compare", SAMPLE, *SWEEP, "--routing-bonus", "0.5", "--routing-bonus", "2",
+                                "-o", tmp_path, "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    bonuses = sorted({r["routing_bonus"] for r in report["runs"]})
+    assert bonuses == [0.0, 0.5, 2.0]
+    rerouted = [r for r in report["runs"] if r["routing_bonus"]]
+    assert len(rerouted) == 2 * 3 * 2 and all(r["policy"] != "belady" for r in rerouted)  # Belady reads the future
+    assert len(report["summary"]) == 3 and all(r["routing_changed_steps"] == 0 for r in report["runs"]
+                                               if not r["routing_bonus"])
+    assert "## Memory-aware routing trade-off" in (tmp_path / "report.md").read_text()
+
+
+def test_routing_bonus_needs_a_trace_with_logits(run_cli, tmp_path, tiny_checkpoint, routed_trace):
+    trace = routed_trace(tiny_checkpoint("mixtral"))
+    code, _, err = run_cli("compare", trace, "--vram-fraction", "0.5", "--routing-bonus", "1", "-o", tmp_path,
+                           "--quiet")
+    assert code == 2 and "none of the traces has them" in err
