@@ -46,6 +46,9 @@ def command(
     prefetch_limit: PrefetchLimit = None,
     bound: Annotated[bool, typer.Option("--bound/--no-bound", help="Add Belady (with bypass) as the bound.")] = True,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per core).")] = None,
+    ray: Annotated[str | None, typer.Option("--ray", help="Run on a Ray cluster instead: its address, auto (the "
+                                                          "running one) or local (start one here). Needs "
+                                                          "moecache[ray]; the nodes must see the traces.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Keep the runs already in the folder's results and run "
                                                           "only the others.")] = False,
     routing_bonus: Annotated[list[float], typer.Option(help="Memory-aware routing bonus to sweep as well "
@@ -73,7 +76,7 @@ def command(
     """
     from simulator.config import SimConfig
     from simulator.sweep import check_sweep, parse_capacities
-    from simulator.sweep_run import RUN_KEY, default_workers, execute, make_runs
+    from simulator.sweep_run import RUN_KEY, default_workers, execute, execute_ray, make_runs
     from traces.reader import open_trace
 
     given = [(text, kind, flag) for text, kind, flag in ((vram, "bytes", "--vram"),
@@ -89,7 +92,9 @@ def command(
     if workers is not None and workers < 1:
         raise MoecacheError("--workers must be at least 1")
     if report:
-        _require_matplotlib()
+        _require(("matplotlib",), "the report needs matplotlib: pip install 'moecache[report]', or use --no-report")
+    if ray is not None:
+        _require(("ray",), "--ray needs Ray: pip install 'moecache[ray]'")
     measured = _measured(runs_files, traces)
     fields = cache_fields(preset, None, None, ram, ram_experts, per_layer, exclusive, cpu_compute, "none",
                           prefetch_limit)
@@ -123,7 +128,10 @@ def command(
             update(len(records), len(runs))
 
         try:
-            execute(todo, workers or default_workers(), keep)
+            if ray is not None:
+                execute_ray(todo, ray, keep)
+            else:
+                execute(todo, workers or default_workers(), keep)
         except KeyboardInterrupt:
             raise MoecacheError(f"interrupted; {len(records)} of {len(runs)} runs are kept in {results_path} "
                                 "(--resume runs the others)") from None
@@ -205,11 +213,12 @@ def _measured(files: list[Path], traces: list[Path]) -> list[dict[str, object]]:
     return out
 
 
-def _require_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401 - checked before the sweep, used by the report
-    except ImportError:
-        raise MoecacheError("the report needs matplotlib: pip install 'moecache[report]', or use --no-report") from None
+def _require(modules: tuple[str, ...], message: str) -> None:
+    """Optional extras are checked before the sweep starts."""
+    import importlib.util
+
+    if any(importlib.util.find_spec(name) is None for name in modules):
+        raise MoecacheError(message)
 
 
 def _output_folder(out: Path) -> Path:

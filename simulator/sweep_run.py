@@ -1,10 +1,12 @@
-"""A sweep's runs on a pool of processes, each result handed back as it finishes.
+"""A sweep's runs on a pool of processes, or on a Ray cluster, each result handed back as it finishes.
 
 Each run is one `simulate` of one trace under one configuration, identified by a key that names
 everything its result depends on (the trace file by path, size and modification time, and the
 configuration), so that an interrupted sweep can skip the runs whose results it kept (`--resume`).
 Workers are spawned processes (numba and pyarrow start threads, which forked children must not
-inherit); each compiles or loads from the on-disk cache the kernels its policies need.
+inherit); each compiles or loads from the on-disk cache the kernels its policies need. With Ray (an
+optional extra) the same runs are Ray tasks; the cluster's nodes must see the traces at the same paths
+and have moecache installed.
 """
 
 from __future__ import annotations
@@ -75,3 +77,26 @@ def execute(runs: list[Run], workers: int, on_result: Callable[[dict[str, object
             process.terminate()
         raise
     pool.shutdown()
+
+
+def execute_ray(runs: list[Run], address: str, on_result: Callable[[dict[str, object]], None]) -> None:
+    """`execute` on a Ray cluster: `address` is a cluster's address, `auto` (the running one) or `local` (start
+    one on this machine). An error or Ctrl-C cancels the tasks not finished."""
+    import ray
+
+    ray.init(address=None if address == "local" else address, ignore_reinit_error=True, log_to_driver=False,
+             include_dashboard=False)
+    task = ray.remote(run_one)
+    pending = [task.remote(run) for run in runs]
+    try:
+        while pending:
+            finished, pending = ray.wait(pending, num_returns=1)
+            try:
+                record = ray.get(finished[0])
+            except ray.exceptions.RayTaskError as exc:  # the run's own error, as a local run would raise it
+                raise exc.cause if isinstance(exc.cause, Exception) else exc from None
+            on_result(record)
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise

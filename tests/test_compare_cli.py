@@ -95,3 +95,16 @@ def test_an_output_that_cannot_be_a_folder_is_refused(run_cli, tmp_path):
     for out, message in ((tmp_path / "missing" / "cmp", "does not exist"), (afile, "cannot create the output folder")):
         code, _, err = run_cli("compare", SAMPLE, "--vram-active", "1", "-o", out, "--quiet")
         assert code == 2 and message in err
+
+
+def test_the_same_sweep_on_a_local_ray_instance(run_cli, tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'moecache[ray]'): --ray not tested")
+    sweep = ("compare", SAMPLE, "-p", "lru", "-p", "fifo", "--vram-active", "0.5,1", *DEMAND, "--json", "--no-report")
+    try:
+        code, stdout, err = run_cli(*sweep, "--ray", "local", "-o", tmp_path / "ray")
+    finally:
+        ray.shutdown()
+    assert code == 0, err
+    code, local, err = run_cli(*sweep, "--workers", "1", "-o", tmp_path / "pool")
+    assert code == 0, err
+    assert json.loads(stdout)["runs"] == json.loads(local)["runs"]
