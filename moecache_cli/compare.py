@@ -139,14 +139,16 @@ def command(
     records.sort(key=lambda r: order[r[RUN_KEY]])
     _write(records, results_path)
     summary = summarize(records)
+    curves = one_pass_curves(opened, fields, prefetchers, routing_bonus) if report or json_out else []
     written = None
     if report:
         from moecache_cli.report import write_report
 
         written = write_report(results_path.parent, records, summary, f"moecache compare: {len(traces)} trace(s)",
-                               measured)
+                               measured, curves)
     if json_out:
-        render.print_json({"runs": records, "summary": summary, "measured": measured, "results": str(results_path),
+        render.print_json({"runs": records, "summary": summary, "measured": measured, "curves": curves,
+                           "results": str(results_path),
                            "report": None if written is None else str(written)})
         return
     by_trace, by_prefetch = len(traces) > 1, len(prefetchers) > 1  # columns only where they vary
@@ -186,6 +188,22 @@ def summarize(records: list[dict[str, object]]) -> list[dict[str, object]]:
                         "gap_to_belady": None if bound is None else bound["hit_rate"] - best["hit_rate"],
                         "gain_over_lru": None if lru is None else best["hit_rate"] - lru["hit_rate"]})
     return summary
+
+
+def one_pass_curves(traces: list, fields: dict, prefetchers: list[str], bonuses: list[float]) -> list[dict]:
+    """LRU's and Belady's hit rate at every capacity from one pass over each trace, where the sweep is plain demand
+    caching (one cache for all layers, no RAM tier, no prefetching, re-routing or CPU compute); else none."""
+    from simulator.replay import miss_ratio_curves
+
+    if fields["ram_bytes"] != 0 or fields["per_layer"] or fields["cpu_compute"] or prefetchers != ["none"] or bonuses:
+        return []
+    curves = []
+    for trace in traces:
+        curve = miss_ratio_curves(trace)
+        size = max(trace.meta.expert_bytes(layer) for layer in range(trace.meta.num_layers))
+        curves.append({"trace": curve["trace"], "vram_bytes": [c * size for c in curve["capacity"]],
+                       "lru": [1 - m for m in curve["lru"]], "belady": [1 - m for m in curve["belady"]]})
+    return curves
 
 
 def _measured(files: list[Path], traces: list[Path]) -> list[dict[str, object]]:

@@ -67,11 +67,19 @@ def _png(plt, fig) -> bytes:
     return buffer.getvalue()
 
 
-def hit_rate(records: Sequence[dict]) -> bytes:
-    """Hit rate against VRAM per policy (and prefetcher), Belady with bypass dashed as the bound."""
+def hit_rate(records: Sequence[dict], curves: Sequence[dict] = ()) -> bytes:
+    """Hit rate against VRAM per policy (and prefetcher), Belady with bypass dashed as the bound; LRU's and
+    Belady's one-pass curves, where given, as thin grey lines over the sweep's range."""
     plt, fig, panels = _panels(records)
     prefetchers = len({r["prefetch"] for r in records})
     for trace, ax, runs in panels:
+        for curve in (c for c in curves if c["trace"] == trace):
+            low, high = min(r["vram_bytes"] for r in runs), max(r["vram_bytes"] for r in runs)
+            shown = [i for i, v in enumerate(curve["vram_bytes"]) if low <= v <= high]
+            x = [curve["vram_bytes"][i] / GIB for i in shown]
+            ax.plot(x, [curve["lru"][i] for i in shown], color="0.6", linewidth=0.8, label="LRU, every capacity")
+            ax.plot(x, [curve["belady"][i] for i in shown], ":", color="0.4", linewidth=0.8,
+                    label="Belady (no bypass), every capacity")
         for name, line in _lines(runs, lambda r: label(r, prefetchers)).items():
             bound = is_bound(line[0])
             ax.plot([r["vram_bytes"] / GIB for r in line], [r["hit_rate"] for r in line], "k--" if bound else "-o",

@@ -28,14 +28,16 @@ def best_records(records: list[dict], summary: list[dict]) -> list[dict]:
     return [index[(s["trace"], s["vram_bytes"], s["prefetch"], s["policy"])] for s in summary]
 
 
-def sections(records: list[dict], summary: list[dict], measured: list[dict]) -> list[tuple[str, str, str, bytes]]:
+def sections(records: list[dict], summary: list[dict], measured: list[dict],
+             curves: list[dict]) -> list[tuple[str, str, str, bytes]]:
     """(file stem, title, caption, PNG) of every figure the sweep (and the given `run` results) support."""
     best = best_records(records, summary)
     plain = [r for r in records if not r["routing_bonus"]]
     out = [
         ("hit-rate", "Hit rate against VRAM capacity",
-         "VRAM hit rate of each policy; Belady with bypass (dashed) is the bound no policy can beat.",
-         figures.hit_rate(plain)),
+         "VRAM hit rate of each policy; Belady with bypass (dashed) is the bound no policy can beat."
+         + (" Thin grey lines: LRU and Belady (without bypass) at every capacity, from one pass over the trace."
+            if curves else ""), figures.hit_rate(plain, curves)),
         ("time-per-token", "Predicted time per token",
          "The best policy at each capacity: compute and stalls stacked, the links' busy time as a line.",
          figures.time_split(best)),
@@ -107,9 +109,9 @@ def render_markdown(title: str, summary: list[dict], parts: list[tuple[str, str,
 
 
 def write_report(folder: Path, records: list[dict], summary: list[dict], title: str,
-                 measured: list[dict] | None = None) -> Path:
+                 measured: list[dict] | None = None, curves: list[dict] | None = None) -> Path:
     """report.html, report.md and figures/ in `folder`; returns the HTML's path."""
-    parts = sections(records, summary, measured or [])
+    parts = sections(records, summary, measured or [], curves or [])
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=folder))
     try:
         (staging / FIGURES).mkdir()

@@ -55,6 +55,8 @@ def parse_capacities(text: str, kind: str, option: str) -> Capacities:
                                 f"{'0 < f <= 1' if kind == 'fraction' else 'the positive numbers'}")
         return number
 
+    if not text.strip():
+        raise MoecacheError(f"{option}: the sweep is empty (no capacity given)")
     parts = text.split(":")
     if len(parts) == 3:
         start, stop = value(parts[0]), value(parts[1])

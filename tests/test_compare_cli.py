@@ -75,6 +75,7 @@ def test_an_interrupted_sweep_keeps_its_runs_and_resume_runs_only_the_others(run
 
 @pytest.mark.parametrize("args, message", [
     ((), "one of --vram, --vram-fraction or --vram-active"),
+    (("--vram-active", " "), "the sweep is empty"),
     (("--vram-active", "1", "--vram", "1GiB"), "one of --vram, --vram-fraction or --vram-active"),
     (("--vram", "8GiB:1GiB:4"), "out of order"),
     (("--vram", "1GiB:8GiB:0"), "at least one value"),

@@ -136,3 +136,21 @@ def test_routing_bonus_needs_a_trace_with_logits(run_cli, tmp_path, tiny_checkpo
     code, _, err = run_cli("compare", trace, "--vram-fraction", "0.5", "--routing-bonus", "1", "-o", tmp_path,
                            "--quiet")
     assert code == 2 and "none of the traces has them" in err
+
+
+def test_one_pass_curves_agree_with_the_runs_they_pass_through(run_cli, tmp_path):
+    code, stdout, err = run_cli("compare", SAMPLE, *SWEEP, "-o", tmp_path, "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    (curve,) = report["curves"]
+    size = curve["vram_bytes"][0]  # capacity 1: one expert
+    for run in report["runs"]:
+        at = run["vram_bytes"] // size - 1  # the experts that fit in the run's bytes
+        lru, belady = curve["lru"][at], curve["belady"][at]
+        if run["policy"] == "lru":
+            assert run["hit_rate"] == pytest.approx(lru, abs=1e-12)
+        if run["policy"] == "belady":  # with bypass: at least Belady's hit rate without it
+            assert run["hit_rate"] >= belady - 1e-12
+    assert "every capacity, from one pass" in (tmp_path / "report.md").read_text()
+    code, stdout, _ = run_cli("compare", SAMPLE, *SWEEP, "--prefetch", "transitions", "-o", tmp_path / "pf", "--json")
+    assert code == 0 and json.loads(stdout)["curves"] == []  # prefetching: no one-pass curve applies
