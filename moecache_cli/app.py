@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     try:
         result = cli().main(args=argv, prog_name="moecache", standalone_mode=False)
-    except (typer.Abort, KeyboardInterrupt):  # before ClickException: click's Abort is one in recent versions
-        return fail("interrupted")
     except ClickException as exc:
         exc.show()
         return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        return fail("interrupted")
     except MoecacheError as exc:
         return fail(str(exc))
     except OSError as exc:  # disk full, permission denied, ...

@@ -33,6 +33,16 @@ CpuCompute = Annotated[bool, typer.Option("--cpu-compute", help="Compute VRAM mi
 Prefetch = Annotated[str, typer.Option(help=f"Prefetcher: {', '.join(PREFETCHERS)}.")]
 PrefetchLimit = Annotated[int | None, typer.Option(help="Experts prefetched per step at most (default: top-k).")]
 DEFAULT_PRESET = "desktop-24gb-pcie4"
+BOUND = "belady"  # with bypass: the bound for every demand policy, run beside the chosen ones
+
+
+def bound_params() -> object:
+    return make_params(BOUND, {"bypass": 1})
+
+
+def is_bound(policy: str, policy_params: object) -> bool:
+    """Whether a run (its policy and the repr of its parameters) is the bound."""
+    return policy == BOUND and "bypass=1" in str(policy_params)
 
 
 def check_policies(policies: list[str], pairs: list[str]) -> None:

@@ -9,15 +9,15 @@ from typing import Annotated
 import typer
 
 from moecache_cli import render
-from moecache_cli.cache_options import (DEFAULT_PRESET, CpuCompute, Exclusive, Param, PerLayer, PrefetchLimit, Preset,
-                                        Ram, RamExperts, cache_fields, check_policies, policy_params)
+from moecache_cli.cache_options import (BOUND, DEFAULT_PRESET, CpuCompute, Exclusive, Param, PerLayer, PrefetchLimit,
+                                        Preset, Ram, RamExperts, bound_params, cache_fields, check_policies, is_bound,
+                                        policy_params)
 from moecache_cli.config_file import ConfigFile
 from moecache_cli.options import Json, Quiet
-from simulator.policies import REGISTRY, make_params, policy_class
+from simulator.policies import REGISTRY, policy_class
 from simulator.prefetchers import PREFETCHERS
 from traces.errors import MoecacheError
 
-BOUND = "belady"
 RESULTS = "results.parquet"
 SUMMARY = ("best", "hit rate", "tok/s", "vs Belady", "vs LRU")
 
@@ -100,7 +100,7 @@ def command(
                           prefetch_limit)
     chosen = [(p, policy_params(p, param)) for p in policies]
     if bound:
-        chosen.append((BOUND, make_params(BOUND, {"bypass": 1})))
+        chosen.append((BOUND, bound_params()))
     opened = [open_trace(path) for path in traces]
     if routing_bonus and not any(t.has_logits for t in opened):
         raise MoecacheError("--routing-bonus re-routes tokens from router logits, and none of the traces has them; "
@@ -139,7 +139,7 @@ def command(
     records.sort(key=lambda r: order[r[RUN_KEY]])
     _write(records, results_path)
     summary = summarize(records)
-    curves = one_pass_curves(opened, fields, prefetchers, routing_bonus) if report or json_out else []
+    curves = one_pass_curves(opened, records, cpu_compute) if report or json_out else []
     written = None
     if report:
         from moecache_cli.report import write_report
@@ -177,7 +177,7 @@ def summarize(records: list[dict[str, object]]) -> list[dict[str, object]]:
         groups.setdefault((r["trace"], r["vram_bytes"], r["prefetch"]), []).append(r)
     summary = []
     for (trace, vram_bytes, prefetch), runs in groups.items():
-        bound = next((r for r in runs if r["policy"] == BOUND and "bypass=1" in r["policy_params"]), None)
+        bound = next((r for r in runs if is_bound(r["policy"], r["policy_params"])), None)
         lru = next((r for r in runs if r["policy"] == "lru"), None)
         candidates = [r for r in runs if r is not bound]
         if not candidates:
@@ -190,15 +190,18 @@ def summarize(records: list[dict[str, object]]) -> list[dict[str, object]]:
     return summary
 
 
-def one_pass_curves(traces: list, fields: dict, prefetchers: list[str], bonuses: list[float]) -> list[dict]:
-    """LRU's and Belady's hit rate at every capacity from one pass over each trace, where the sweep is plain demand
-    caching (one cache for all layers, no RAM tier, no prefetching, re-routing or CPU compute); else none."""
+def one_pass_curves(traces: list, records: list[dict[str, object]], cpu_compute: bool) -> list[dict]:
+    """LRU's and Belady's hit rate at every capacity from one pass over each trace whose runs (re-routed ones aside)
+    are all plain demand caching, as `simulate` resolved them (one cache, no RAM tier), with no prefetching or CPU
+    compute; other traces get none."""
+    from simulator.config import SEQUENTIAL_MODE
     from simulator.replay import miss_ratio_curves
 
-    if fields["ram_bytes"] != 0 or fields["per_layer"] or fields["cpu_compute"] or prefetchers != ["none"] or bonuses:
-        return []
     curves = []
     for trace in traces:
+        runs = [r for r in records if r["trace"] == str(trace.path) and not r["routing_bonus"]]
+        if cpu_compute or not runs or any(r["mode"] != SEQUENTIAL_MODE or r["prefetch"] != "none" for r in runs):
+            continue
         curve = miss_ratio_curves(trace)
         size = max(trace.meta.expert_bytes(layer) for layer in range(trace.meta.num_layers))
         curves.append({"trace": curve["trace"], "vram_bytes": [c * size for c in curve["capacity"]],
@@ -209,19 +212,13 @@ def one_pass_curves(traces: list, fields: dict, prefetchers: list[str], bonuses:
 def _measured(files: list[Path], traces: list[Path]) -> list[dict[str, object]]:
     """The records of `moecache run -o` files, each of one of the compared traces (same path, or same file name
     when it was run from another folder)."""
-    import pyarrow.parquet as pq
-
     paths = {p.resolve() for p in traces}
     names = {p.name for p in traces}
     out = []
     for path in files:
         if not path.is_file():
             raise MoecacheError(f"--runs {path}: no such file")
-        try:
-            records = pq.read_table(path).to_pylist()
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-            raise MoecacheError(f"--runs {path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
-        for record in records:
+        for record in _read_records(path, f"--runs {path}: not a readable Parquet file"):
             if "measured_time_per_token_s" not in record:
                 raise MoecacheError(f"--runs {path}: not a `moecache run` result (no measured_* fields)")
             trace = Path(str(record["trace"]))
@@ -258,12 +255,17 @@ def _kept(path: Path) -> list[dict[str, object]]:
     """The records of an earlier sweep into the same folder."""
     if not path.exists():
         return []
+    return _read_records(path, f"{path}: cannot read the earlier results to resume")
+
+
+def _read_records(path: Path, failure: str) -> list[dict[str, object]]:
+    """A Parquet file's rows as records; `failure` and the reason in one line if it cannot be read."""
     import pyarrow.parquet as pq
 
     try:
         return pq.read_table(path).to_pylist()
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise MoecacheError(f"{path}: cannot read the earlier results to resume ({str(exc).splitlines()[0]})") from None
+        raise MoecacheError(f"{failure} ({str(exc).splitlines()[0]})") from None
 
 
 def _write(records: list[dict[str, object]], path: Path) -> None:

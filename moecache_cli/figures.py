@@ -10,10 +10,10 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
+from moecache_cli.cache_options import is_bound as bound_run
 from moecache_cli.render import human_bytes
 
 GIB = 2**30
-BOUND = "belady"
 WIDTH, PANEL_HEIGHT = 8.0, 3.4
 
 
@@ -28,7 +28,7 @@ def _plt():
 
 
 def is_bound(record: dict) -> bool:
-    return record["policy"] == BOUND and "bypass=1" in str(record["policy_params"])
+    return bound_run(record["policy"], record["policy_params"])
 
 
 def label(record: dict, prefetchers: int) -> str:
@@ -42,11 +42,11 @@ def tick(record: dict, prefetchers: int) -> str:
     return f"{human_bytes(record['vram_bytes'])}\n{record['policy']}{extra}"
 
 
-def _panels(records: Sequence[dict], rows_per_trace: int = 1):
+def _panels(records: Sequence[dict]):
+    """pyplot, the figure, and (trace, axes, its records) for one panel per trace."""
     plt = _plt()
     traces = list(dict.fromkeys(r["trace"] for r in records))
-    fig, axes = plt.subplots(len(traces), 1, figsize=(WIDTH, PANEL_HEIGHT * rows_per_trace * len(traces)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(traces), 1, figsize=(WIDTH, PANEL_HEIGHT * len(traces)), squeeze=False)
     return plt, fig, [(trace, axes[i][0], [r for r in records if r["trace"] == trace]) for i, trace in
                       enumerate(traces)]
 

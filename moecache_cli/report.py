@@ -74,6 +74,7 @@ def measured_caption(measured: list[dict]) -> str:
                      f"({error:+.1%}), hit rate {r['hit_rate']:.3f}")
     return "Measured by `moecache run`: " + "; ".join(parts) + "."
 
+
 def summary_rows(summary: list[dict]) -> list[list[str]]:
     def points(value: float | None) -> str:
         return "-" if value is None else f"{value * 100:+.1f}"

@@ -10,19 +10,18 @@ import numpy as np
 import typer
 
 from moecache_cli import render
-from moecache_cli.cache_options import (DEFAULT_PRESET, CpuCompute, Exclusive, Param, PerLayer, Prefetch,
-                                        PrefetchLimit, Preset, Ram, RamExperts, Vram, VramExperts, cache_fields,
-                                        check_policies, policy_params)
+from moecache_cli.cache_options import (BOUND, DEFAULT_PRESET, CpuCompute, Exclusive, Param, PerLayer, Prefetch,
+                                        PrefetchLimit, Preset, Ram, RamExperts, Vram, VramExperts, bound_params,
+                                        cache_fields, check_policies, is_bound, policy_params)
 from moecache_cli.config_file import ConfigFile
 from moecache_cli.options import Json, Quiet
-from simulator.policies import REGISTRY, make_params
+from simulator.policies import REGISTRY
 from traces.atomic import check_writable
 from traces.reader import open_trace
 
 if TYPE_CHECKING:
     from simulator.metrics import RunResult
 
-BOUND = "belady"
 SHOWN = ("hit_rate", "vram_hits", "vram_misses", "compulsory_misses", "capacity_misses", "staged", "ram_hit_rate",
          "evictions", "bytes_nvme_to_ram", "bytes_ram_to_vram", "prefetch_issued", "prefetch_accuracy",
          "prefetch_coverage", "stall_p50_ms", "stall_p99_ms", "compute_s", "transfer_s", "stall_s",
@@ -95,7 +94,7 @@ def command(
         check_writable(out)
     configs = [SimConfig(policy=p, params=policy_params(p, param), **base) for p in policies]
     if bound and routing_bonus is None:  # Belady that may also bypass: a bound for every demand policy
-        configs.append(SimConfig(policy=BOUND, params=make_params(BOUND, {"bypass": 1}), **base))
+        configs.append(SimConfig(policy=BOUND, params=bound_params(), **base))
     total = sum(t.num_rows for t in opened) * len(configs)
     results: list[RunResult] = []
     with render.progress_bar("simulating", "rows", enabled=not (quiet or json_out)) as update:
@@ -122,7 +121,7 @@ def _print(results: list[RunResult], wide: bool) -> None:
         ("mode", first.mode), ("prefetch", first.prefetch), ("accesses", first.accesses)])
     for trace in dict.fromkeys(r.trace for r in results):  # one table per trace, policies side by side
         runs = [r for r in results if r.trace == trace]
-        names = [f"{r.policy}{' (bound)' if 'bypass=1' in r.policy_params else ''}" for r in runs]
+        names = [f"{r.policy}{' (bound)' if is_bound(r.policy, r.policy_params) else ''}" for r in runs]
         if not wide and FULL_METRIC_WIDTH + sum(max(len(n), 10) + 3 for n in names) > render.console.width:
             rows = [[name, f"{r.hit_rate:.3f}", r.vram_misses, render.human_bytes(r.bytes_nvme_to_ram),
                      render.human_bytes(r.bytes_ram_to_vram), f"{r.stall_p99_ms:,.1f}", f"{r.tokens_per_s:,.2f}"]

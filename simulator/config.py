@@ -12,6 +12,9 @@ from traces.errors import MoecacheError
 from traces.reader import Trace
 
 
+SEQUENTIAL_MODE = "sequential demand caching"  # one cache, no RAM tier: libCacheSim's setting
+
+
 @dataclass(frozen=True)
 class SimConfig:
     """Everything a run depends on besides the trace. Capacities: bytes, or experts (which win)."""
@@ -78,7 +81,7 @@ def resolve(config: SimConfig, trace: Trace, sizes: np.ndarray) -> Resolved:
     if ram is not None and config.inclusive and (ram < vram + staging).any():
         raise MoecacheError("inclusive tiers need RAM at least as large as VRAM (every VRAM expert is also in "
                             "RAM); raise --ram, or use --exclusive, or --ram 0 for no RAM tier")
-    mode = "sequential demand caching" if sequential else "pinned steps"
+    mode = SEQUENTIAL_MODE if sequential else "pinned steps"
     cache = CacheConfig(vram=vram, ram=ram, per_layer=config.per_layer, inclusive=config.inclusive,
                         sequential=sequential, cpu_compute=config.cpu_compute, routing_bonus=config.routing_bonus)
     return Resolved(cache, int(vram.sum()), 0 if ram is None else int(ram.sum()), mode)

@@ -152,5 +152,8 @@ def test_one_pass_curves_agree_with_the_runs_they_pass_through(run_cli, tmp_path
         if run["policy"] == "belady":  # with bypass: at least Belady's hit rate without it
             assert run["hit_rate"] >= belady - 1e-12
     assert "every capacity, from one pass" in (tmp_path / "report.md").read_text()
+    no_ram_tier = [a for a in SWEEP if a not in ("--ram", "0")] + ["--ram-experts", "0"]  # resolved the same way
+    code, stdout, _ = run_cli("compare", SAMPLE, *no_ram_tier, "-o", tmp_path / "experts", "--json", "--no-report")
+    assert code == 0 and json.loads(stdout)["curves"] == report["curves"]
     code, stdout, _ = run_cli("compare", SAMPLE, *SWEEP, "--prefetch", "transitions", "-o", tmp_path / "pf", "--json")
     assert code == 0 and json.loads(stdout)["curves"] == []  # prefetching: no one-pass curve applies

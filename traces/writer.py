@@ -37,7 +37,7 @@ def list_array(values: np.ndarray, value_type: pa.DataType, null_rows: np.ndarra
 def encodings(schema: pa.Schema) -> dict:
     """Router logits are written byte-stream-split without a dictionary: float16 logits take most of a trace
     and have nearly as many distinct values as a dictionary can hold, so dictionary pages are slow to decode
-    (1.3 s for 2 million rows of 128 logits, 0.27 s split, and the file is 6% smaller); other columns keep
+    (1.3 s for 254k rows of 128 logits, 0.27 s split, and the file is 6% smaller); other columns keep
     the default dictionary."""
     if "logits" not in schema.names:
         return {}
