@@ -12,6 +12,7 @@ from simulator import kernel as kn
 from simulator.cache import ReferenceCache
 from simulator.config import Resolved, SimConfig
 from simulator.demand_kernel import DEMAND_POLICIES, N_EV, demand_replay
+from simulator.half import bits
 from simulator.hardware import Hardware
 from simulator.policies import build_policy, fast, policy_class
 from simulator.policies.base import TierView
@@ -84,7 +85,7 @@ class KernelDriver:
             sink: Callable[[tuple[np.ndarray, np.ndarray, np.ndarray], int, int], None]) -> None:
         cs = self.core
         rows = steps.rows
-        logits = rows.logits if rows.logits is not None else np.zeros((1, 1), np.float32)
+        logits = bits(rows.logits) if rows.logits is not None else np.zeros((1, 1), np.uint16)
         nexts = acc_next if acc_next is not None else np.zeros(1, np.int64)
         start = 0
         while start < len(steps):

@@ -196,7 +196,7 @@ def _prefetch(ps, cs, step, obj):
 @njit(cache=True, _nrt=False)
 def _route(cs, s, step, layer, row_ptr, row_experts, row_logits, recorded, chosen, kept):
     """Re-route the rows of step s (global `step`); the step's objects go to the scratch row; returns their
-    count. chosen (K,) int16 and kept (K,) float64 are scratch."""
+    count. row_logits (N, E) are float16 bits; chosen (K,) int16 and kept (K,) float64 are scratch."""
     e = cs.cfg[EXPERTS]
     base = layer * e
     resident = cs.obj[RES_VRAM, base:base + e]

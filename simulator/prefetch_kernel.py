@@ -11,25 +11,52 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.jit import njit
-from simulator.topk import keep
+
+
+BLOCK = 8  # _top's block width
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _top(scores, layer, num_experts, limit, out, count, kept):
-    """Append to `out` the `limit` experts of `layer` with the highest positive score, highest first
-    (ties: lower id), as the reference's stable argsort does; returns the new count. One pass, keeping
-    the best so far sorted in out[count:] and their scores in `kept` (limit,)."""
-    n = 0
+def _top(scores, layer, num_experts, limit, out, count, keys, best):
+    """Append to `out` the `limit` experts of `layer` with the highest positive integer score, highest first
+    (ties: lower id), as the reference's stable argsort does; returns the new count. `scores` holds all
+    layers' scores or this layer's. Each expert gets a unique key, score * E + (E - 1 - e); blocks of
+    BLOCK keys keep their maximum in `best`, and each pick takes the maximum of the block maxima and
+    recomputes one block: about 4x faster than one pass with insertion, whose branches mispredict.
+    keys (E,) and best (ceil(E / BLOCK),) int64 are scratch."""
     base = layer * num_experts if scores.shape[0] > num_experts else 0  # all layers' scores, or this layer's
-    floor = scores[base] * 0  # a score must beat this: positive, then better than the last kept once full
+    blocks = best.shape[0]
     for e in range(num_experts):
-        v = scores[base + e]
-        if v <= floor:
-            continue
-        n = keep(kept, out, count, n, limit, v, layer * num_experts + e)
-        if n == limit:
-            floor = kept[limit - 1]
+        keys[e] = np.int64(scores[base + e]) * num_experts + (num_experts - 1 - e)
+    for b in range(blocks):
+        best[b] = _block_max(keys, b, num_experts)
+    n = 0
+    while n < limit:
+        top = best[0]
+        for b in range(1, blocks):
+            top = max(top, best[b])
+        if top < num_experts:  # score 0 (or taken)
+            break
+        e = num_experts - 1 - top % num_experts
+        out[count + n] = layer * num_experts + e
+        n += 1
+        keys[e] = -1
+        best[e // BLOCK] = _block_max(keys, e // BLOCK, num_experts)
     return count + n
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _block_max(keys, b, num_experts):
+    top = np.int64(-1)
+    for e in range(b * BLOCK, min(num_experts, (b + 1) * BLOCK)):
+        top = max(top, keys[e])
+    return top
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _top_scratch(num_experts):
+    """Scratch arrays for `_top`: keys (E,) and block maxima."""
+    return np.empty(num_experts, np.int64), np.empty((num_experts + BLOCK - 1) // BLOCK, np.int64)
 
 
 @njit(cache=True, nogil=True)
@@ -65,11 +92,11 @@ def affinity_plan(layer, ptr_objects, objects, recency, clock, num_layers, num_e
     steps = layer.shape[0]
     ptr = np.zeros(steps + 1, np.int64)
     out = np.empty(steps * limit, np.int32)
-    kept = np.empty(limit, np.float64)
+    keys, best = _top_scratch(num_experts)
     count = 0
     for s in range(steps):
         target = (layer[s] + 1) % num_layers
-        count = _top(recency, target, num_experts, limit, out, count, kept)
+        count = _top(recency, target, num_experts, limit, out, count, keys, best)
         ptr[s + 1] = count
         clock[0] += 1
         for i in range(ptr_objects[s], ptr_objects[s + 1]):
@@ -87,7 +114,7 @@ def transitions_plan(layer, request, ptr_objects, objects, counts, previous, pre
     ptr = np.zeros(steps + 1, np.int64)
     out = np.empty(steps * limit, np.int32)
     scores = np.zeros(num_experts, np.int64)
-    kept = np.empty(limit, np.int64)
+    keys, best = _top_scratch(num_experts)
     count = 0
     for s in range(steps):
         lo, hi = ptr_objects[s], ptr_objects[s + 1]
@@ -96,10 +123,10 @@ def transitions_plan(layer, request, ptr_objects, objects, counts, previous, pre
             for e in range(num_experts):
                 scores[e] = 0
             for i in range(lo, hi):
-                x = objects[i] - l * num_experts
+                row = counts[l, objects[i] - l * num_experts]
                 for e in range(num_experts):
-                    scores[e] += counts[l, x, e]
-            count = _top(scores, l + 1, num_experts, limit, out, count, kept)
+                    scores[e] += row[e]
+            count = _top(scores, l + 1, num_experts, limit, out, count, keys, best)
         ptr[s + 1] = count
         if previous[2] >= 0 and previous[0] == request[s] and previous[1] + 1 == l:
             for a in range(previous[2]):

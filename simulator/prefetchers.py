@@ -87,7 +87,7 @@ class AffinityPrefetcher(Prefetcher):
 
     def __init__(self, num_layers: int, num_experts: int, limit: int) -> None:
         super().__init__(num_layers, num_experts, limit)
-        self.recency = np.zeros(num_layers * num_experts, np.float64)  # 1 + step last chosen; 0 never
+        self.recency = np.zeros(num_layers * num_experts, np.int64)  # 1 + step last chosen; 0 never
         self.step = 0
         self.clock = np.zeros(1, np.int64)  # fast_plan's step counter
 

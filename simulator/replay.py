@@ -158,8 +158,6 @@ def _planned_steps(trace: Trace, config: SimConfig,
     """Each chunk of steps with the prefetcher's plan for it (the plan learns from the recorded routing only,
     so it can run ahead of the replay, on the read-ahead thread)."""
     for steps in iter_steps(trace, logits=config.routing_bonus is not None, lookahead=config.prefetch == "lookahead"):
-        if steps.rows.logits is not None:
-            steps.rows.logits = steps.rows.logits.astype(np.float32)
         yield steps, plan(prefetcher, steps, fast=config.engine != "reference")
 
 

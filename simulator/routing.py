@@ -3,41 +3,43 @@
 The router's logits get `bonus` added where the expert is resident in VRAM, and the top-k of the
 result replaces the recorded choice. The price is reported beside the gain: whether the choice
 changed, and the routing weight lost, the softmax mass of the recorded choice minus that of the
-new one. One njit function, so the reference core and the kernel compute the same floats.
+new one. One njit function, so the reference core and the kernel compute the same floats; it reads
+the logits as float16 bits (`simulator.half`), as the trace stores them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from simulator.half import bits, widen
 from simulator.jit import njit
 from simulator.topk import keep
 
 
-@njit(cache=True)
 def reroute(logits: np.ndarray, recorded: np.ndarray, resident: np.ndarray, bonus: float) -> tuple[np.ndarray, float]:
     """(new top-k expert ids by descending boosted score, ties to the lower id; softmax mass lost).
 
-    logits: (E,) float16 of one token; recorded: (K,) the recorded choice; resident: (E,) nonzero where
-    this layer's expert is in VRAM."""
+    logits: (E,) of one token, float16 (other floats are rounded to it); recorded: (K,) the recorded choice;
+    resident: (E,) nonzero where this layer's expert is in VRAM."""
     chosen = np.empty(recorded.shape[0], np.int16)
-    lost = reroute_into(logits, recorded, resident, bonus, chosen, np.empty(recorded.shape[0], np.float64))
+    lost = reroute_into(bits(logits), recorded, resident, bonus, chosen, np.empty(recorded.shape[0], np.float64))
     return chosen, lost
 
 
 @njit(cache=True, _nrt=False)
 def reroute_into(logits, recorded, resident, bonus, chosen, kept) -> float:
-    """`reroute` without allocating: the new choice goes to `chosen` (K,), `kept` (K,) float64 is scratch;
-    returns the weight lost. One pass keeps the best K so far in order (equal scores: lower id first)."""
+    """`reroute` without allocating, on the logits' float16 bits (E,) uint16: the new choice goes to `chosen`
+    (K,), `kept` (K,) float64 is scratch; returns the weight lost. One pass keeps the best K so far in order
+    (equal scores: lower id first)."""
     k = recorded.shape[0]
     least = np.inf  # the K recorded experts score at least this, so a score below it is never kept
     for j in range(k):
         e = recorded[j]
-        least = min(least, np.float64(logits[e]) + bonus if resident[e] else np.float64(logits[e]))
+        least = min(least, _logit(logits, e) + bonus if resident[e] else _logit(logits, e))
     n = 0
     floor = -np.inf  # a score must beat this once K are kept
     for e in range(logits.shape[0]):
-        boosted = np.float64(logits[e]) + bonus if resident[e] else np.float64(logits[e])
+        boosted = _logit(logits, e) + bonus if resident[e] else _logit(logits, e)
         if boosted < least or boosted <= floor:
             continue
         n = keep(kept, chosen, 0, n, k, boosted, e)
@@ -53,11 +55,17 @@ def reroute_into(logits, recorded, resident, bonus, chosen, kept) -> float:
         return 0.0
     top = -np.inf
     for e in range(logits.shape[0]):
-        top = max(top, np.float64(logits[e]))
+        top = max(top, _logit(logits, e))
     total = 0.0
     for e in range(logits.shape[0]):
-        total += np.exp(np.float64(logits[e]) - top)
+        total += np.exp(_logit(logits, e) - top)
     lost = 0.0
     for j in range(k):
-        lost += (np.exp(np.float64(logits[recorded[j]]) - top) - np.exp(np.float64(logits[chosen[j]]) - top)) / total
+        lost += (np.exp(_logit(logits, recorded[j]) - top) - np.exp(_logit(logits, chosen[j]) - top)) / total
     return max(lost, 0.0)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _logit(logits, e) -> float:
+    """Logit e of float16 bits, as float64."""
+    return np.float64(widen(logits[e]))

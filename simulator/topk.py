@@ -1,4 +1,4 @@
-"""The best K so far, kept in order in one pass: shared by re-routing and the prefetchers' plans."""
+"""The best K so far, kept in order in one pass (re-routing)."""
 
 from __future__ import annotations
 

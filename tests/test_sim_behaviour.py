@@ -143,6 +143,19 @@ def test_rerouting_equals_brute_force_with_ties(logits, resident, k, bonus):
     assert lost == pytest.approx(max(0.0, p[recorded].sum() - p[want].sum()), abs=1e-12)
 
 
+def test_float16_bits_widen_exactly():
+    """The kernels read logits as float16 bits: every one of the 65,536 values widens as numpy's astype does
+    (subnormals, infinities and NaN included)."""
+    from numba import njit
+
+    from simulator.half import bits, widen
+
+    every = np.arange(1 << 16, dtype=np.uint16)
+    widened = njit(lambda b: [widen(x) for x in b])(every)
+    assert np.array_equal(np.array(widened, np.float32), every.view(np.float16).astype(np.float32), equal_nan=True)
+    assert bits(np.array([1.0, -2.5], np.float32)).tolist() == [0x3C00, 0xC100]
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_lfu_decay_halves_counts(make_trace, engine):
     # capacity 2: 0 0 0 1 1 2 1. Without decay, at t5 the counts are 0: 3, 1: 2, so 1 goes and t6 misses:

@@ -68,20 +68,22 @@ def test_read_ahead_stops_its_producer_when_the_consumer_stops():
 
 
 @pytest.mark.parametrize("name", ["lookahead", "affinity", "transitions"])
-@pytest.mark.parametrize("limit", [1, 2, 3])
-def test_fast_prefetch_plans_equal_the_reference(make_trace, name, limit):
+@pytest.mark.parametrize(("experts", "limit"), [(5, 1), (5, 2), (5, 3), (5, 8), (20, 3), (20, 8), (20, 25)])
+def test_fast_prefetch_plans_equal_the_reference(make_trace, name, experts, limit):
+    """Including limits above the layer's experts, and 20 experts: the fast top-k's blocks of 8, the last
+    one partial; counts stay small, so scores tie often."""
     from simulator.prefetchers import make_prefetcher, plan
     from simulator.steps import iter_steps
 
-    rng = np.random.default_rng(limit)
+    rng = np.random.default_rng(limit + experts)
     rows = []
     for token in range(40):
         request_layers = 3
         for layer in range(request_layers):
-            rows.append((token, layer, [int(e) for e in rng.choice(5, 2, replace=False)],
-                         [int(e) for e in rng.integers(-1, 5, 2)]))
-    path = make_trace(rows, num_layers=3, num_experts=5, top_k=2, lookahead=True)
-    reference, fast = (make_prefetcher(name, 3, 5, limit) for _ in range(2))
+            rows.append((token, layer, [int(e) for e in rng.choice(experts, 2, replace=False)],
+                         [int(e) for e in rng.integers(-1, experts, 2)]))
+    path = make_trace(rows, num_layers=3, num_experts=experts, top_k=2, lookahead=True)
+    reference, fast = (make_prefetcher(name, 3, experts, limit) for _ in range(2))
     chunks = 0
     for steps in iter_steps(open_trace(path), lookahead=True):  # row groups of 7 rows: state crosses chunks
         want, got = plan(reference, steps), plan(fast, steps, fast=True)

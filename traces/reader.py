@@ -76,7 +76,7 @@ class Trace:
         parquet = pq.ParquetFile(self.path)
         for index in range(self.num_row_groups):
             try:
-                table = parquet.read_row_group(index, columns=columns)
+                table = parquet.read_row_group(index, columns=columns, use_threads=False)
             except (pa.ArrowException, OSError) as exc:
                 raise MoecacheError(f"{self.path} (row group {index}): cannot be read "
                                     f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
@@ -225,4 +225,4 @@ def _matrix(column: pa.ChunkedArray, width: int, dtype: type, name: str, where: 
             rows.append(chunk.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(-1, width))
     if not rows:
         return np.zeros((0, width), dtype=dtype)
-    return np.concatenate(rows)
+    return rows[0] if len(rows) == 1 else np.concatenate(rows)
