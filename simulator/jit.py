@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import numba
+from numba.core.errors import NumbaIRAssumptionWarning
 
 
 def _cache_dir() -> Path:
@@ -26,5 +28,9 @@ def _cache_dir() -> Path:
 
 if "NUMBA_CACHE_DIR" not in os.environ:
     os.environ["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR = str(_cache_dir())
+
+# numba's inliner checks its own IR pedantically and warns, asking for a bug report, when it inlines the
+# hooks of a policy that asks for it (`simulator.kernel`); the agreement tests check those kernels' events
+warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning)
 
 njit = numba.njit

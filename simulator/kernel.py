@@ -7,9 +7,11 @@ resolved, when numba compiles the kernel, from the type of the policy state it i
 fast rules inlined. Helpers run without numba's reference counting (`_nrt=False`): the state
 arrays outlive every call, and counting them on each call cost most of the time. They are also
 inlined into `_run_step` by numba (`inline="always"`): a call passes every array of both states
-field by field, about a hundred arguments, which cost half the time of a two-tier replay. The
-policy's hooks stay calls: inlining them too gains up to 1.7x (S3-FIFO) but multiplies the compile
-time of a policy's kernel (36 s for S3-FIFO, 75 s for LFU here, paid on its first run on a machine).
+field by field, about a hundred arguments, which cost half the time of a two-tier replay. A
+policy's hooks are inlined too where its rules ask for it (`Rules.inline`): the queue policies,
+whose hooks are many small calls, replay 1.2x (ARC) to 2.2x (S3-FIFO) faster so; for the others
+it gains nothing measurable (LRU, FIFO) or multiplies the compile time, paid on a policy's first run
+on a machine (about 100 s instead of 20 for the key-ranked heaps of LFU, Belady and affinity).
 
 Legend: n objects (L*E), P partitions, ps the policy's fast state, cs the `CoreState`, t a tier
 (0 VRAM, 1 RAM).
@@ -65,8 +67,14 @@ def victim(ps, cs, t, incoming):
     raise NotImplementedError
 
 
+def _inline(expr, caller_info, callee_info) -> bool:
+    """numba's choice, per call of a hook, whether to inline it: the policy's rules say."""
+    return RULES[caller_info.typemap[expr.args[0].name].instance_class].inline
+
+
 for _stub in (on_step, on_hint, on_hit, on_insert, on_remove, admit, victim):
-    overload(_stub, jit_options=HOOK_OPTIONS, strict=False)(lambda ps, *args, _name=_stub.__name__: _rule(ps, _name))
+    overload(_stub, jit_options=HOOK_OPTIONS, strict=False, inline=_inline)(
+        lambda ps, *args, _name=_stub.__name__: _rule(ps, _name))
 
 
 @njit(cache=True, _nrt=False, inline="always")

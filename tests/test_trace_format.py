@@ -190,3 +190,11 @@ def test_every_command_refuses_a_bad_row_naming_file_row_group_and_column(tmp_pa
             run_cli(command[0], bad, *command[1:])
         assert code == 2 and err.count("\n") == 1, (command, err)
         assert f"{bad} (row group 1): " in err and re.search(message, err), (command, err)
+
+
+def test_logits_nan_check_matches_numpy_for_every_float16():
+    from traces.reader import _has_nan
+
+    every = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    assert [_has_nan(every[i:i + 1]) for i in range(len(every))] == np.isnan(every).tolist()
+    assert not _has_nan(np.zeros((0, 4), np.float16)) and _has_nan(np.array([[1.0, np.nan]], np.float16))

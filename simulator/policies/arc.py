@@ -185,4 +185,5 @@ def victim(ps, cs, t, incoming):
     return obj
 
 
-register(ARCState, Rules(on_hit=hit, on_insert=insert, on_remove=remove, admit=admit, victim=victim))
+register(ARCState, Rules(on_hit=hit, on_insert=insert, on_remove=remove, admit=admit, victim=victim,
+                        inline=True))

@@ -102,6 +102,8 @@ class Rules:
     on_remove: Callable = ignore_removal
     admit: Callable = admit_all
     victim: Callable = never_evict
+    inline: bool = False  # inline the hooks into the kernel: faster where they are many small calls, slower to
+    # compile (see `simulator.kernel`)
 
 
 RULES: dict[type, Rules] = {}

@@ -199,4 +199,5 @@ def victim(ps, cs, t, incoming):
     return obj
 
 
-register(S3FIFOState, Rules(on_hit=hit, on_insert=insert, on_remove=remove, admit=admit, victim=victim))
+register(S3FIFOState, Rules(on_hit=hit, on_insert=insert, on_remove=remove, admit=admit, victim=victim,
+                           inline=True))
