@@ -91,6 +91,33 @@ def progress_bar(label: str, unit: str, enabled: bool = True) -> Iterator[Callab
             bar.stop()
 
 
+COMPILING = "compiling kernels (a policy's first run on this machine: 15-50 s)"
+
+
+@contextmanager
+def compile_notice(enabled: bool = True) -> Iterator[None]:
+    """One line on stderr when numba starts compiling (it announces a compile, not a load from its disk
+    cache), so that a first run's silent tens of seconds say why."""
+    if not enabled:
+        yield
+        return
+    from numba.core import event
+
+    class Notice(event.Listener):
+        said = False
+
+        def on_start(self, _event: object) -> None:
+            if not self.said:
+                self.said = True
+                err_console.print(f"moecache: {COMPILING}", style="dim")
+
+        def on_end(self, _event: object) -> None:
+            pass
+
+    with event.install_listener("numba:compile", Notice()):
+        yield
+
+
 @contextmanager
 def live_run(title: str, enabled: bool = True) -> Iterator[Callable[[object], None]]:
     """A live table for `moecache run`, refreshed from the engine's snapshots (`engine.replay.Snapshot`);

@@ -97,7 +97,8 @@ def command(
         configs.append(SimConfig(policy=BOUND, params=bound_params(), **base))
     total = sum(t.num_rows for t in opened) * len(configs)
     results: list[RunResult] = []
-    with render.progress_bar("simulating", "rows", enabled=not (quiet or json_out)) as update:
+    shown = not (quiet or json_out)
+    with render.compile_notice(shown), render.progress_bar("simulating", "rows", enabled=shown) as update:
         done = 0
         for trace in opened:
             for config in configs:

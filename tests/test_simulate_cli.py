@@ -108,3 +108,25 @@ def test_ctrl_c_during_simulate_is_one_line_and_exit_2(run_cli, monkeypatch):
     monkeypatch.setattr(simulator.replay, "simulate", interrupted)
     code, stdout, err = run_cli("simulate", SAMPLE, "--quiet")
     assert code == 2 and err.strip() == "moecache: error: interrupted" and stdout == ""
+
+
+def test_compile_notice_says_once_that_numba_compiles(capsys):
+    """numba announces a compile (not a load from its disk cache) with a "numba:compile" event: the notice
+    prints one line at the first, none at later ones, none once the command is done or when quiet."""
+    from numba.core import event
+
+    from moecache_cli import render
+
+    def compile_event() -> None:
+        with event.trigger_event("numba:compile"):
+            pass
+
+    with render.compile_notice(True):
+        assert capsys.readouterr().err == ""
+        compile_event()
+        compile_event()
+    compile_event()
+    with render.compile_notice(False):
+        compile_event()
+    err = capsys.readouterr().err
+    assert err.count("compiling kernels") == 1 and err.count("\n") == 1
