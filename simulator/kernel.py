@@ -4,7 +4,7 @@ This file holds the mechanics only (lookup, admission, eviction until it fits, i
 exclusion, pins, cpu-compute, prefetch, memory-aware routing) and no policy: the hooks below are
 resolved, when numba compiles the kernel, from the type of the policy state it is given
 (`simulator.policies.fast`), so numba builds and caches one kernel per policy with the policy's
-fast rules inlined. Helpers run without numba's reference counting (`_nrt=False`): the state
+fast rules compiled in. Helpers run without numba's reference counting (`_nrt=False`): the state
 arrays outlive every call, and counting them on each call cost most of the time. They are also
 inlined into `_run_step` by numba (`inline="always"`): a call passes every array of both states
 field by field, about a hundred arguments, which cost half the time of a two-tier replay. A
