@@ -129,12 +129,13 @@ def test_lookahead_prefetcher_dedupes_and_limits(make_trace):
 @settings(max_examples=200, deadline=None)
 @given(logits=st.lists(st.sampled_from([-1.0, 0.0, 0.5, 1.0, 2.0]), min_size=6, max_size=6),
        resident=st.lists(st.booleans(), min_size=6, max_size=6), k=st.integers(1, 3),
-       bonus=st.sampled_from([0.0, 0.5, 1.0, 3.0]))
-def test_rerouting_equals_brute_force_with_ties(logits, resident, k, bonus):
+       bonus=st.sampled_from([0.0, 0.5, 1.0, 3.0]), order=st.permutations(range(6)), top=st.booleans())
+def test_rerouting_equals_brute_force_with_ties(logits, resident, k, bonus, order, top):
     """The new choice is the top-k of the boosted scores (ties: lower id); the weight lost is the softmax
-    mass of the recorded top-k minus that of the new one, never negative."""
+    mass of the recorded choice minus that of the new one, never negative. The recorded choice is the
+    raw top-k or any k experts in any order (the one-pass check for an unchanged set must not rely on it)."""
     raw = np.array(logits)
-    recorded = sorted(range(6), key=lambda e: (-raw[e], e))[:k]
+    recorded = sorted(range(6), key=lambda e: (-raw[e], e))[:k] if top else list(order[:k])
     boosted = [raw[e] + (bonus if resident[e] else 0.0) for e in range(6)]
     want = sorted(range(6), key=lambda e: (-boosted[e], e))[:k]
     p = np.exp(raw) / np.exp(raw).sum()
