@@ -112,7 +112,9 @@ class TransitionPrefetcher(Prefetcher):
 
     def __init__(self, num_layers: int, num_experts: int, limit: int) -> None:
         super().__init__(num_layers, num_experts, limit)
-        self.counts = np.zeros((num_layers, num_experts, num_experts), np.int64)
+        # int32: one count grows by at most 1 per token, and the 6 MiB of int64 counts of a 48-layer,
+        # 128-expert model fell out of a 4 MiB L2 cache (the fast plan summed them 10% slower)
+        self.counts = np.zeros((num_layers, num_experts, num_experts), np.int32)
         self.previous: tuple[int, int, np.ndarray] | None = None  # (request, layer, experts)
         self.fast_previous = np.array([-1, -1, -1], np.int64)  # fast_plan's (request, layer, expert count)
         self.fast_previous_experts = np.zeros(num_experts, np.int64)
