@@ -25,6 +25,7 @@ HW = load_hardware("desktop-24gb-pcie4")
 MIXTRAL = load_spec("mixtral-8x7b")
 CONFIGS = {
     "per-layer two tiers": dict(vram_experts=3, ram_experts=5, per_layer=True),
+    "per-layer sequential": dict(vram_experts=2, ram_experts=3, per_layer=True, sequential=True),
     "global demand": dict(vram_experts=70, ram_bytes=0),
     "global pinned exclusive": dict(vram_experts=80, ram_experts=100, inclusive=False),
     "cpu-compute": dict(vram_experts=60, ram_experts=120, cpu_compute=True),
