@@ -25,7 +25,7 @@ from numba.extending import overload
 from simulator import events as ev
 from simulator.jit import njit
 from simulator.policies.fast import (CAP, CPU_COMPUTE, EXPERTS, HAS_FUTURE, HAS_RAM, INCLUSIVE, MARK, N_EV, NEXT, PIN,
-                                     RES_RAM, RES_VRAM, ROUTING, RULES, SCRATCH, SEQUENTIAL, SIZE, STAMP, TICK, USED,
+                                     RES_RAM, RES_VRAM, ROUTING, RULES, SEQUENTIAL, SIZE, STAMP, TICK, USED,
                                      partition)
 from simulator.routing import reroute_into
 
@@ -202,9 +202,9 @@ def _prefetch(ps, cs, step, obj):
 
 
 @njit(cache=True, _nrt=False)
-def _route(cs, s, step, layer, row_ptr, row_experts, row_logits, recorded, chosen, kept):
-    """Re-route the rows of step s (global `step`); the step's objects go to the scratch row; returns their
-    count. row_logits (N, E) are float16 bits; chosen (K,) int16 and kept (K,) float64 are scratch."""
+def _route(cs, s, step, layer, row_ptr, row_experts, row_logits, recorded, chosen, kept, routed):
+    """Re-route the rows of step s (global `step`); the step's objects go to `routed` (E,) int32; returns
+    their count. row_logits (N, E) are float16 bits; chosen (K,) int16 and kept (K,) float64 are scratch."""
     e = cs.cfg[EXPERTS]
     base = layer * e
     resident = cs.obj[RES_VRAM, base:base + e]
@@ -218,7 +218,7 @@ def _route(cs, s, step, layer, row_ptr, row_experts, row_logits, recorded, chose
             obj = base + x
             if cs.obj[MARK, obj] != marker:
                 cs.obj[MARK, obj] = marker
-                cs.obj[SCRATCH, count] = obj
+                routed[count] = obj
                 count += 1
     changed = count != recorded.shape[0]
     for obj in recorded:
@@ -263,6 +263,7 @@ def replay(ps, cs, step0, start, layer, ptr, objects, row_ptr, row_experts, row_
     n = cs.obj.shape[1]
     chosen = np.empty(row_experts.shape[1], np.int16)
     kept = np.empty(row_experts.shape[1], np.float64)
+    routed = np.empty(cs.cfg[EXPERTS], np.int32)  # a step's objects are distinct and of one layer
     for s in range(start, steps):
         need = 4 * (ptr[s + 1] - ptr[s] + plan_ptr[s + 1] - plan_ptr[s]) + 2 * n + 16
         if cs.scal[N_EV] + need > room:
@@ -270,8 +271,8 @@ def replay(ps, cs, step0, start, layer, ptr, objects, row_ptr, row_experts, row_
         step = step0 + s
         recorded = objects[ptr[s]:ptr[s + 1]]
         if cs.cfg[ROUTING]:
-            count = _route(cs, s, step, layer[s], row_ptr, row_experts, row_logits, recorded, chosen, kept)
-            objs = cs.obj[SCRATCH, :count].astype(np.int32)
+            count = _route(cs, s, step, layer[s], row_ptr, row_experts, row_logits, recorded, chosen, kept, routed)
+            objs = routed[:count]
         else:
             objs = recorded
         _run_step(ps, cs, step, layer[s], objs, acc_next, ptr[s], plan_objects[plan_ptr[s]:plan_ptr[s + 1]])

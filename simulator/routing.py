@@ -29,8 +29,9 @@ def reroute(logits: np.ndarray, recorded: np.ndarray, resident: np.ndarray, bonu
 @njit(cache=True, _nrt=False)
 def reroute_into(logits, recorded, resident, bonus, chosen, kept) -> float:
     """`reroute` without allocating, on the logits' float16 bits (E,) uint16: the new choice goes to `chosen`
-    (K,), `kept` (K,) float64 is scratch; returns the weight lost. Most tokens keep their set (`_same_choice`); for the others
-    one pass keeps the best K so far in order (equal scores: lower id first)."""
+    (K,), `kept` (K,) float64 is scratch; returns the weight lost. Most tokens keep their set
+    (`_same_choice`); for the others one pass keeps the best K so far in order (equal scores: lower id
+    first)."""
     k = recorded.shape[0]
     if _same_choice(logits, recorded, resident, bonus, chosen, kept):
         return 0.0

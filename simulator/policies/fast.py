@@ -26,8 +26,8 @@ CFG_FIELDS = 9
 # scal fields
 TICK, STAMP, N_EV = range(3)
 # rows of CoreState.obj
-SIZE, RES_VRAM, RES_RAM, PIN, NEXT, MARK, SCRATCH = range(7)
-OBJ_ROWS = 7
+SIZE, RES_VRAM, RES_RAM, PIN, NEXT, MARK = range(6)
+OBJ_ROWS = 6
 # rows of CoreState.part: capacity and use of tier t are rows t and 2 + t
 CAP, USED = 0, 2
 UNPINNED = -3  # a stamp no object carries
@@ -38,7 +38,8 @@ class CoreState(NamedTuple):
 
     cfg: np.ndarray  # (CFG_FIELDS,) int64: mode and shape
     scal: np.ndarray  # (3,) int64: event counter, pin stamp, events buffered
-    obj: np.ndarray  # (OBJ_ROWS, n) int64: size, resident in VRAM / RAM, pin stamp, next use (Belady), scratch
+    obj: np.ndarray  # (OBJ_ROWS, n) int64: size, resident in VRAM / RAM, pin stamp, next use (Belady), re-routing's
+    # set stamp
     part: np.ndarray  # (4, P) int64: capacity of VRAM, RAM; bytes used in VRAM, RAM
     ev: np.ndarray  # (3, EVENTS) int64: step, kind, object of each buffered event
     fl: np.ndarray  # (4,) float64: routing bonus; routing changed steps, tokens, weight lost
