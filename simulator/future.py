@@ -26,7 +26,7 @@ def _next_uses(objects: np.ndarray, next_use: np.ndarray, last: np.ndarray, offs
 
 
 def access_chunks(trace: Trace) -> Iterator[np.ndarray]:
-    """The objects of every access, in order, one row group at a time."""
+    """The objects of every access, in order, one batch of rows at a time."""
     for steps in read_ahead(iter_steps(trace)):
         yield steps.objects
 

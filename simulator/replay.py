@@ -1,7 +1,7 @@
-"""Replay one trace through one configuration: resolve capacities, stream steps row group by row
-group, drive the cache (numba kernel, or the plain reference), account events, summarise.
+"""Replay one trace through one configuration: resolve capacities, stream steps a batch of rows at a
+time, drive the cache (numba kernel, or the plain reference), account events, summarise.
 
-Three threads share the work: one reads the next row group, cuts it into steps and plans its
+Three threads share the work: one reads the next batch of rows, cuts it into steps and plans its
 prefetches (`steps.read_ahead`), the caller's replays this one, and one accounts the events of the
 previous batch (`Accountant`); the numba kernels release the GIL. Belady reads the future: a first
 pass writes every access's next use to a file (`simulator.future`), so even Belady's memory does not
@@ -163,7 +163,7 @@ def _planned_steps(trace: Trace, config: SimConfig,
 
 def simulate(path: Path | str, config: SimConfig, progress: Callable[[int, int], None] | None = None,
              on_events: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None) -> RunResult:
-    """Replay the trace at `path` under `config`; `progress(rows_done, rows_total)` after each row group,
+    """Replay the trace at `path` under `config`; `progress(rows_done, rows_total)` after each batch of rows,
     `on_events(steps, kinds, objects)` with every batch of events (the tests compare implementations)."""
     trace = open_trace(path)
     prep = prepare(trace, config)

@@ -4,8 +4,8 @@ A decode row is one step. Consecutive prefill rows of the same request and layer
 expert set is the union of their tokens' choices, in order of first appearance (DESIGN.md section 3).
 In a trace with a `step` column (batched forward calls), consecutive rows of the same call and layer
 are one step, whichever requests they belong to; it is a decode step when all its rows are decode.
-An expert of layer l is the cache object `l * E + e`. `iter_steps` streams a trace row group by row
-group and holds back the rows of a step that continues into the next group, so steps never split.
+An expert of layer l is the cache object `l * E + e`. `iter_steps` streams a trace a batch of rows at a
+time and holds back the rows of a step that continues into the next batch, so steps never split.
 
 Legend: S steps, A accesses (objects over all steps), N rows, K top-k, E experts.
 """
@@ -116,7 +116,7 @@ def build_steps(rows: TraceArrays, num_layers: int, num_experts: int, first_laye
 
 
 def _split_last_step(rows: TraceArrays) -> tuple[TraceArrays, TraceArrays]:
-    """(rows up to the last step, rows of the last step) so that a step cut by a row group is held back."""
+    """(rows up to the last step, rows of the last step) so that a step cut by a batch is held back."""
     last = int(step_bounds(rows)[-2]) if len(rows) else 0
     return _slice(rows, 0, last), _slice(rows, last, len(rows))
 
@@ -127,7 +127,7 @@ def _slice(rows: TraceArrays, start: int, stop: int) -> TraceArrays:
 
 
 def iter_steps(trace: Trace, logits: bool = False, lookahead: bool = False, weights: bool = False) -> Iterator[Steps]:
-    """Steps of a trace, one row group at a time (memory bounded by the largest row group); `weights` also
+    """Steps of a trace, one batch of rows at a time (`Trace.iter_arrays`: constant memory); `weights` also
     reads the routing weights (the engine combines expert outputs with them)."""
     meta = trace.meta
     held: TraceArrays | None = None
@@ -144,7 +144,7 @@ def iter_steps(trace: Trace, logits: bool = False, lookahead: bool = False, weig
 
 
 def read_ahead(items: Iterator[T]) -> Iterator[T]:
-    """`items`, produced one ahead by a thread: the next row group is read and cut into steps while the
+    """`items`, produced one ahead by a thread: the next batch of rows is read and cut into steps while the
     caller replays this one (the kernels release the GIL), which hides most of the reading on a second core.
     The producer's errors are raised here, in order; closing this generator stops the producer."""
     done = object()

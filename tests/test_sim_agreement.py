@@ -17,6 +17,7 @@ from simulator.hardware import expert_sizes, load_hardware
 from simulator.mrc import belady_curve, belady_points, lru_curve
 from simulator.policies import REGISTRY, make_params
 from simulator.replay import SimConfig, simulate
+from traces import reader
 from traces.model_specs import load_spec
 from traces.reader import open_trace
 from traces.synth import SynthParams, synthesize
@@ -62,6 +63,16 @@ def test_kernel_equals_reference_event_for_event(synth_trace, policy, config):
     assert fast_events.shape[1] > 0
     np.testing.assert_array_equal(fast_events, slow_events)
     assert fast.to_dict() == slow.to_dict()
+
+
+@pytest.mark.parametrize("config", ["per-layer two tiers", "routing bonus"])
+def test_replay_does_not_depend_on_the_reading_batch(synth_trace, monkeypatch, config):
+    """Steps cut across batches of rows (prefill chunks; batches of 7 rows here) replay as when read whole."""
+    whole, whole_events = replay_events(synth_trace, "fast", "lfu", **CONFIGS[config])
+    monkeypatch.setattr(reader, "BATCH_ROWS", 7)
+    cut, cut_events = replay_events(synth_trace, "fast", "lfu", **CONFIGS[config])
+    np.testing.assert_array_equal(cut_events, whole_events)
+    assert cut.to_dict() == whole.to_dict()
 
 
 @pytest.mark.parametrize("policy", list(REGISTRY))

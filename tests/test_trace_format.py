@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from traces import reader
 from traces.errors import MoecacheError
 from traces.reader import open_trace
 from traces.schema import TraceMeta
@@ -65,6 +66,16 @@ def test_row_groups_stream_and_concatenate(tmp_path):
     parts = list(trace.iter_arrays())
     assert [len(p) for p in parts] == [2, 2, 2]
     assert np.concatenate([p.token for p in parts]).tolist() == trace.arrays().token.tolist()
+
+
+def test_a_row_group_larger_than_a_batch_arrives_in_batches(tmp_path, monkeypatch):
+    path = tmp_path / "t.parquet"
+    write_small(path, rows_per_group=3)
+    whole = open_trace(path).arrays().token.tolist()
+    monkeypatch.setattr(reader, "BATCH_ROWS", 2)
+    parts = list(open_trace(path).iter_arrays())
+    assert [len(p) for p in parts] == [2, 1, 2, 1]
+    assert np.concatenate([p.token for p in parts]).tolist() == whole
 
 
 def test_incomplete_flag_and_lazy_frame(tmp_path):
