@@ -59,7 +59,10 @@ def _value_name(param) -> str:
 
 def _tidy_help(command) -> None:
     """Help shows flags as flags and values as TEXT, INTEGER, NUMBER or PATH rather than Python annotations
-    (`<bool>`, `<list[str]>`)."""
+    (`<bool>`, `<list[str]>`); `--help` too, which click makes once per command and keeps."""
+    help_option = command.get_help_option(command.context_class(command))
+    if help_option is not None:
+        help_option.metavar = ""
     for param in command.params:
         if getattr(param, "is_flag", False):
             param.metavar = ""

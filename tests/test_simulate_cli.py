@@ -93,7 +93,7 @@ def test_many_policies_fit_80_columns(run_cli, monkeypatch):
 def test_help_shows_flags_as_flags_and_offers_completion(run_cli):
     code, stdout, _ = run_cli("simulate", "--help")
     lines = {line.split()[1]: line for line in stdout.splitlines() if line.startswith("│ --")}
-    assert code == 0 and "<" not in lines["--per-layer"] and "<" not in lines["--policy"]
+    assert code == 0 and "<" not in lines["--per-layer"] and "<" not in lines["--policy"] and "<" not in lines["--help"]
     assert "INTEGER" in lines["--vram-experts"] and "TEXT" in lines["--policy"]
     code, stdout, _ = run_cli("--help")
     assert code == 0 and "--install-completion" in stdout
