@@ -109,6 +109,8 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is printed")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     policies, modes = args.policies.split(","), args.modes.split(",")
     with tempfile.TemporaryDirectory(prefix="moecache-bench-") as tmp:
         folder = Path(tmp)

@@ -67,7 +67,7 @@ class Trace:
                     ) -> Iterator[TraceArrays]:
         """Yield one TraceArrays per batch of at most BATCH_ROWS rows of a Parquet row group (constant memory
         for any trace size); the simulator skips the weights it does not need. Decoding a large row group's
-        router logits takes about 0.4 s, which the replay no longer waits for before its first step."""
+        router logits takes about 0.4 s, so the replay need not wait for a whole one before its first step."""
         columns = ["request", "token", "phase", "layer", "experts"] + (["weights"] if weights else []) \
             + (["step"] if self.has_step else [])
         if logits:
@@ -78,19 +78,16 @@ class Trace:
             columns.append("lookahead")
         parquet = pq.ParquetFile(self.path)
         for index in range(self.num_row_groups):
-            batches = None
-            while True:
-                try:
-                    if batches is None:
-                        batches = parquet.iter_batches(BATCH_ROWS, row_groups=[index], columns=columns,
-                                                       use_threads=False)
-                    batch = next(batches, None)
-                except (pa.ArrowException, OSError) as exc:
-                    raise MoecacheError(f"{self.path} (row group {index}): cannot be read "
-                                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-                if batch is None:
-                    break
+            for batch in self._batches(parquet, index, columns):
                 yield self._convert(pa.Table.from_batches([batch]), index)
+
+    def _batches(self, parquet: pq.ParquetFile, index: int, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        """Row group `index` in batches; a read error ends in one line naming the file and the row group."""
+        try:
+            yield from parquet.iter_batches(BATCH_ROWS, row_groups=[index], columns=columns, use_threads=False)
+        except (pa.ArrowException, OSError) as exc:
+            raise MoecacheError(f"{self.path} (row group {index}): cannot be read "
+                                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
     def validate(self) -> None:
         """Read every row group with every column once, so that a bad row fails here with one clear line
