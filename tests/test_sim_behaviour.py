@@ -300,13 +300,17 @@ def test_kernel_resumes_when_its_event_buffer_fills(mixtral_trace, monkeypatch, 
     assert len(whole) > 1500 and events("fast") == whole
 
 
-@pytest.mark.parametrize("policy, params", [("lfu", {"decay_every": 3}),
-                                            ("watermark", {"gamma": 0.3, "max_iters": 2, "lookahead_weight": 0.9,
-                                                           "eta": 0.2}),
-                                            ("affinity", {"decay": 0.5})])
-def test_kernel_equals_reference_with_non_default_parameters(mixtral_trace, policy, params):
-    options = dict(vram_experts=3, ram_experts=5, per_layer=True, prefetch="lookahead",
-                   params=make_params(policy, params))
+LOOKAHEAD_PER_LAYER = dict(vram_experts=3, ram_experts=5, per_layer=True, prefetch="lookahead")
+
+
+@pytest.mark.parametrize("policy, params, options", [
+    ("lfu", {"decay_every": 3}, LOOKAHEAD_PER_LAYER),
+    ("watermark", {"gamma": 0.3, "max_iters": 2, "lookahead_weight": 0.9, "eta": 0.2}, LOOKAHEAD_PER_LAYER),
+    # a slow EWMA and no discount leave the experts just chosen (pinned one at a time) among the lightest
+    ("watermark", {"alpha": 0.02, "gamma": 0.0}, dict(vram_experts=20, ram_experts=40, sequential=True)),
+    ("affinity", {"decay": 0.5}, LOOKAHEAD_PER_LAYER)])
+def test_kernel_equals_reference_with_non_default_parameters(mixtral_trace, policy, params, options):
+    options = dict(options, params=make_params(policy, params))
     fast = run(mixtral_trace, policy, "fast", **options)
     slow = run(mixtral_trace, policy, "reference", **options)
     assert fast[1] == slow[1] and fast[0] == slow[0]

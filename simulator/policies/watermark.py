@@ -2,21 +2,25 @@
 density beats the tier's watermark.
 
 Per expert x = (l, e): p_x is an EWMA of "x was chosen when layer l ran" (weight `alpha`), D_x the
-number of layer steps until layer l runs next, and p_fuse = p_x * exp(-gamma * D_x); when the prefetcher predicts x for the next layer step, p_x is
-first fused with that prediction as 1 - (1 - p_x)(1 - w), w = `lookahead_weight`. The credit of x
-for this tier is b_x = p_fuse * C(x) / S(x), where C is the real time to bring x in from the tier
-below (PCIe for VRAM, NVMe for RAM, from the hardware preset) and S its size; it is divided by the
-tier's mean C/S so that the watermark lives on a 0..1 scale. Once per token (when the layer index
+number of layer steps until layer l runs next, and p_fuse = p_x * exp(-gamma * D_x); when the
+prefetcher predicts x for the next layer step, p_x is first fused with that prediction as
+1 - (1 - p_x)(1 - w), w = `lookahead_weight`. The credit of x for this tier is
+b_x = p_fuse * C(x) / S(x), where C is the real time to bring x in from the tier below (PCIe for
+VRAM, NVMe for RAM, from the hardware preset) and S its size; it is divided by the tier's mean C/S
+so that the watermark lives on a 0..1 scale. Once per token (when the layer index
 wraps) each partition's watermark takes projected subgradient steps
 lambda <- max(0, lambda + eta * (demand - K) / K), where demand is the bytes of experts with
 b > lambda, until demand <= K. A miss is admitted only if b > lambda, and only by evicting residents
 of lower credit; so unlike the seed, capacity is never exceeded and costs do not cancel out.
 
 The victim is found in two stages, which both implementations share: in each layer, the candidate of
-least weight p_fuse * C/S (the credit without the layer's common discount; ties: lower id), then among
-those the one of least credit. This is the least credit overall, but it lets the fast rules cache each
-layer's least-weight candidate, which changes only when its layer runs, is hinted, or loses or gains a
-candidate, instead of scanning every resident per eviction.
+least weight p * C/S (p fused with a hint; the credit without the layer's common discount; ties: lower
+id), then among those the one of least credit, computed as weight * exp(-gamma * D) in that order by
+both. This is the least credit overall, but it lets the fast rules cache each layer's least-weight
+candidate, which changes only when its layer runs, is hinted, or loses or gains a candidate (the
+current layer's also when the pins move), instead of scanning every resident per eviction. The fast
+rules keep every object's weight current and find a layer's least in passes over the keys' bits that
+vectorise (`scan`); every watermark moves once per token over contiguous credits (`fast_adapt`).
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ import numpy as np
 
 from simulator.jit import njit
 from simulator.policies.base import Policy, TierView, check_range
-from simulator.policies.fast import CAP, SIZE, Rules, partition, partition_range, pinned, register, \
-    state_class, tiers
+from simulator.policies.fast import CAP, SIZE, STAMP, UNPINNED, Rules, partition, partition_range, pinned, \
+    register, state_class, tiers
 
 ALPHA, ETA, LOOKAHEAD_WEIGHT = range(3)  # fast state floats
 STALE = -2  # a layer's least-weight candidate must be found again
+NONE = 1e300  # the weight of no candidate: finite, so that times a discount of 0 it stays a number
+NONE_BITS = np.float64(NONE).view(np.int64)  # its bits: weights are never negative, so bits order as values do
 MAX_ITERS, CURRENT, STEP, EXPERTS, LAYERS = range(5)  # fast state integers
 WatermarkState = state_class("WatermarkState", __name__, [
     ("p", np.ndarray),  # (n,) float64 EWMA of being chosen
@@ -42,10 +48,12 @@ WatermarkState = state_class("WatermarkState", __name__, [
     ("fp", np.ndarray),  # (3,) float64 parameters above
     ("hinted", np.ndarray),  # (n,) int64 step at which the prefetcher last predicted each object
     ("mark", np.ndarray),  # (n,) int64 step at which each object was last chosen
-    ("slot", np.ndarray),  # (2, n) int64 index of each candidate (resident and evictable) in its layer's list, -1 none
-    ("members", np.ndarray),  # (2, L, E) int64 each layer's candidates, in no order
-    ("count", np.ndarray),  # (2, L) int64 candidates per layer
+    ("w", np.ndarray),  # (2, n) float64 each object's weight p * C/S in each tier (p fused with a hint), kept current
+    ("key", np.ndarray),  # (2, n) float64 the weight of each candidate (resident and evictable) per tier, else NONE
     ("light", np.ndarray),  # (2, L) int64 each layer's least-weight candidate, -1 none, -2 to be found again
+    ("lw", np.ndarray),  # (2, L) float64 its weight, NONE if none
+    ("lc", np.ndarray),  # (2, L) float64 scratch: its credit
+    ("seen", np.ndarray),  # (2,) int64 pin stamp under which the current layer's lightest was found, per tier
     ("hint_step", np.ndarray),  # (L,) int64 step at which each layer last had a hinted object
     ("credits", np.ndarray),  # (n,) float64 scratch: a partition's credits while its watermark adapts
     ("par", np.ndarray),  # (5,) int64 integers above
@@ -104,7 +112,7 @@ class WatermarkCredit(Policy):
 
     def credit(self, obj: int) -> float:
         distance = (self.tier.layer_of(obj) - self.current) % self.tier.num_layers
-        return self.fused(obj) * self.discount[distance] * self.density[obj]
+        return self.fused(obj) * self.density[obj] * self.discount[distance]
 
     def on_hint(self, step: int, objects: Sequence[int]) -> None:
         self.hinted[list(objects)] = step
@@ -167,15 +175,15 @@ class WatermarkCredit(Policy):
                               lam=np.zeros((2, len(vram.capacity))),
                               fp=np.array([params.alpha, params.eta, params.lookahead_weight]),
                               hinted=np.full(n, -1, np.int64), mark=np.full(n, -1, np.int64),
-                              slot=np.full((2, n), -1, np.int64),
-                              members=np.zeros((2, vram.num_layers, vram.num_experts), np.int64),
-                              count=np.zeros((2, vram.num_layers), np.int64),
+                              w=np.zeros((2, n)), key=np.full((2, n), NONE),
                               light=np.full((2, vram.num_layers), STALE, np.int64),
+                              lw=np.full((2, vram.num_layers), NONE), lc=np.zeros((2, vram.num_layers)),
+                              seen=np.full(2, UNPINNED, np.int64),
                               hint_step=np.full(vram.num_layers, -1, np.int64), credits=np.zeros(n),
                               par=np.array([params.max_iters, -1, -1, vram.num_experts, vram.num_layers], np.int64))
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def fused(ps, obj):
     p = ps.p[obj]
     if ps.hinted[obj] == ps.par[STEP]:
@@ -183,49 +191,66 @@ def fused(ps, obj):
     return p
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def discount(ps, layer):
-    distance = layer - ps.par[CURRENT]  # mod L without a division: this runs for every layer per eviction
+    distance = layer - ps.par[CURRENT]  # mod L without a division
     return ps.disc[distance + ps.par[LAYERS] if distance < 0 else distance]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def fast_credit(ps, t, obj):
-    return fused(ps, obj) * discount(ps, obj // ps.par[EXPERTS]) * ps.dens[t, obj]
+    return ps.w[t, obj] * discount(ps, obj // ps.par[EXPERTS])
 
 
-@njit(cache=True, _nrt=False)
-def weight(ps, t, obj):
-    return fused(ps, obj) * ps.dens[t, obj]
+@njit(cache=True, _nrt=False, inline="always")
+def reweigh(ps, layer):
+    """Weigh the layer's objects again from p (new, or its hints lapsed); its least-weight candidates are found
+    again."""
+    e = ps.par[EXPERTS]
+    p = ps.p[layer * e:(layer + 1) * e]
+    for t in range(2):
+        w, key, dens = ps.w[t, layer * e:(layer + 1) * e], ps.key[t, layer * e:(layer + 1) * e], \
+            ps.dens[t, layer * e:(layer + 1) * e]
+        for i in range(e):
+            w[i] = p[i] * dens[i]
+            key[i] = NONE if key[i] == NONE else w[i]
+        ps.light[t, layer] = STALE
 
 
-@njit(cache=True, _nrt=False)
-def lighter(wa, a, wb, b):
-    """Whether candidate a (weight wa) weighs less than b (-1: none)."""
-    return b < 0 or wa < wb or (wa == wb and a < b)
+@njit(cache=True, _nrt=False, inline="always")
+def scan(ps, cs, t, layer):
+    """The layer's least-weight unpinned candidate in tier t, -1 if none, and its weight (NONE if none).
+    The least key and its lowest holder come from two integer minimum passes over the keys' bits, which
+    vectorise. Only if that one is pinned (the current step's objects, just chosen, are rarely the lightest)
+    a full scan skips the pinned."""
+    e = ps.par[EXPERTS]
+    lo = layer * e
+    bits = ps.key[t, lo:lo + e].view(np.int64)
+    least = NONE_BITS
+    for i in range(e):
+        least = min(least, bits[i])
+    if least == NONE_BITS:
+        return -1, NONE
+    i = e
+    for j in range(e):
+        i = min(i, j if bits[j] == least else e)
+    if not pinned(cs, t, lo + i):
+        return lo + i, ps.key[t, lo + i]
+    best, weight = -1, NONE
+    for i in range(e):
+        if ps.key[t, lo + i] < weight and not pinned(cs, t, lo + i):
+            best, weight = lo + i, ps.key[t, lo + i]
+    return best, weight
 
 
-@njit(cache=True, _nrt=False)
-def lightest(ps, cs, t, layer):
-    """The layer's least-weight unpinned candidate in tier t, -1 if none; cached while nothing changes it
-    (pins only ever hold the current step's objects, all of the current layer, which is never cached)."""
-    if layer != ps.par[CURRENT] and ps.light[t, layer] != STALE:
-        return ps.light[t, layer]
-    best, bw = -1, 0.0
-    for i in range(ps.count[t, layer]):
-        obj = ps.members[t, layer, i]
-        w = weight(ps, t, obj)
-        if lighter(w, obj, bw, best) and not pinned(cs, t, obj):
-            best, bw = obj, w
-    if layer != ps.par[CURRENT]:
-        ps.light[t, layer] = best
-    return best
-
-
-@njit(cache=True, _nrt=False)
-def stale(ps, layer):
-    ps.light[0, layer] = STALE
-    ps.light[1, layer] = STALE
+@njit(cache=True, _nrt=False, inline="always")
+def lighter(ps, cs, t, obj):
+    """Whether unpinned candidate obj weighs less than its layer's known least-weight candidate (ties: lower
+    id)."""
+    layer = obj // ps.par[EXPERTS]
+    best, w = ps.light[t, layer], ps.w[t, obj]
+    return best != STALE and (best < 0 or w < ps.lw[t, layer] or (w == ps.lw[t, layer] and obj < best)) \
+        and not pinned(cs, t, obj)
 
 
 @njit(cache=True, _nrt=False)
@@ -233,34 +258,40 @@ def fast_adapt(ps, cs, t, part):
     e = ps.par[EXPERTS]
     lo, hi = partition_range(cs, part * e)
     capacity = float(cs.part[CAP + t, part])
+    credits, sizes = ps.credits[lo:hi], cs.obj[SIZE, lo:hi]
     for layer in range(lo // e, hi // e):  # credits stay fixed while the watermark moves: computed once
         d = discount(ps, layer)
-        for obj in range(layer * e, (layer + 1) * e):  # no hint is fused yet: they come after the accesses
-            ps.credits[obj] = ps.p[obj] * d * ps.dens[t, obj]
+        w, out = ps.w[t, layer * e:(layer + 1) * e], credits[layer * e - lo:]
+        for i in range(e):
+            out[i] = w[i] * d
     for _ in range(ps.par[MAX_ITERS]):
         demand = 0
         lam = ps.lam[t, part]
-        for obj in range(lo, hi):
-            demand += cs.obj[SIZE, obj] if ps.credits[obj] > lam else 0
-        ps.lam[t, part] = max(0.0, ps.lam[t, part] + ps.fp[ETA] * (demand - capacity) / capacity)
+        for i in range(hi - lo):
+            demand += sizes[i] if credits[i] > lam else 0
+        ps.lam[t, part] = max(0.0, lam + ps.fp[ETA] * (demand - capacity) / capacity)
         if demand <= capacity:
             break
 
 
 def observe(ps, cs, step, layer, objs):
     new_token = layer <= ps.par[CURRENT]
-    for hinted in range(ps.hint_step.shape[0]):
-        if ps.hint_step[hinted] == ps.par[STEP]:  # their fused weights lapse now
-            stale(ps, hinted)
+    lapsed = ps.par[STEP]
+    if ps.par[CURRENT] >= 0:  # its lightest were found without its pinned objects, pinned no more
+        ps.light[0, ps.par[CURRENT]] = ps.light[1, ps.par[CURRENT]] = STALE
     ps.par[CURRENT] = layer
     ps.par[STEP] = step
-    stale(ps, layer)
+    for hinted in range(ps.hint_step.shape[0]):
+        if ps.hint_step[hinted] == lapsed:  # their fused weights lapse now
+            reweigh(ps, hinted)
     for obj in objs:
         ps.mark[obj] = step
     e = ps.par[EXPERTS]
     alpha = ps.fp[ALPHA]
-    for obj in range(layer * e, (layer + 1) * e):
-        ps.p[obj] = (1.0 - alpha) * ps.p[obj] + (alpha if ps.mark[obj] == step else 0.0)
+    p, mark = ps.p[layer * e:(layer + 1) * e], ps.mark[layer * e:(layer + 1) * e]
+    for i in range(e):
+        p[i] = (1.0 - alpha) * p[i] + (alpha if mark[i] == step else 0.0)
+    reweigh(ps, layer)  # no hint is fused yet: they come after the accesses
     if new_token or step == 0:
         for t in range(tiers(cs)):
             for part in range(ps.lam.shape[1]):
@@ -272,35 +303,31 @@ def hint(ps, cs, step, layer, objs):
     for obj in objs:
         ps.hinted[obj] = step
         ps.hint_step[obj // e] = step
-        stale(ps, obj // e)
+        for t in range(2):
+            ps.w[t, obj] = fused(ps, obj) * ps.dens[t, obj]
+            if ps.key[t, obj] == NONE:
+                continue
+            ps.key[t, obj] = ps.w[t, obj]
+            if ps.light[t, obj // e] == obj:
+                ps.light[t, obj // e] = STALE
+            elif lighter(ps, cs, t, obj):
+                ps.light[t, obj // e] = obj
+                ps.lw[t, obj // e] = ps.w[t, obj]
 
 
 def enter(ps, cs, t, obj, tick):
-    layer = obj // ps.par[EXPERTS]
-    if ps.slot[t, obj] >= 0:
+    if ps.key[t, obj] != NONE:
         return
-    i = ps.count[t, layer]
-    ps.members[t, layer, i] = obj
-    ps.slot[t, obj] = i
-    ps.count[t, layer] = i + 1
-    best = ps.light[t, layer]
-    if best != STALE and (best < 0 or lighter(weight(ps, t, obj), obj, weight(ps, t, best), best)):
-        ps.light[t, layer] = obj
+    ps.key[t, obj] = ps.w[t, obj]
+    if lighter(ps, cs, t, obj):
+        ps.light[t, obj // ps.par[EXPERTS]] = obj
+        ps.lw[t, obj // ps.par[EXPERTS]] = ps.w[t, obj]
 
 
 def leave(ps, cs, t, obj):
-    i = ps.slot[t, obj]
-    if i < 0:
-        return
-    layer = obj // ps.par[EXPERTS]
-    last = ps.count[t, layer] - 1
-    moved = ps.members[t, layer, last]
-    ps.members[t, layer, i] = moved
-    ps.slot[t, moved] = i
-    ps.slot[t, obj] = -1
-    ps.count[t, layer] = last
-    if ps.light[t, layer] == obj:
-        ps.light[t, layer] = STALE
+    ps.key[t, obj] = NONE
+    if ps.light[t, obj // ps.par[EXPERTS]] == obj:
+        ps.light[t, obj // ps.par[EXPERTS]] = STALE
 
 
 def above_watermark(ps, cs, t, obj):
@@ -308,19 +335,36 @@ def above_watermark(ps, cs, t, obj):
 
 
 def lowest_credit(ps, cs, t, incoming):
-    e = ps.par[EXPERTS]
+    """Each layer's lightest candidate (cached; the current layer's only while the pins stay), then the one of
+    least credit, the lowest layer (so the lowest id) on ties: the minimum and its holder come from integer
+    passes over the credits' bits. Loops run over slices from 0, so that indices are known not to wrap."""
+    e, current, stamp = ps.par[EXPERTS], ps.par[CURRENT], cs.scal[STAMP]
     lo, hi = partition_range(cs, incoming)
-    best, best_credit = -1, 0.0
-    for layer in range(lo // e, hi // e):
-        obj = lightest(ps, cs, t, layer)
-        if obj >= 0:
-            c = fast_credit(ps, t, obj)
-            if best < 0 or c < best_credit or (c == best_credit and obj < best):
-                best, best_credit = obj, c
-    if best < 0 or best_credit >= fast_credit(ps, t, incoming):
+    first, end = lo // e, hi // e
+    light, lw, lc = ps.light[t, first:end], ps.lw[t, first:end], ps.lc[t, first:end]
+    for i in range(end - first):
+        if light[i] == STALE or (first + i == current and ps.seen[t] != stamp):
+            light[i], lw[i] = scan(ps, cs, t, first + i)
+            if first + i == current:
+                ps.seen[t] = stamp
+    split = min(max(current, first), end) - first  # layers from the current one on are 0.. ahead, the rest wrap
+    behind = ps.disc[ps.par[LAYERS] - current + first:]
+    for i in range(split):
+        lc[i] = lw[i] * behind[i] if light[i] >= 0 else NONE
+    ahead, light_a, lw_a, lc_a = ps.disc[first + split - current:], light[split:], lw[split:], lc[split:]
+    for i in range(end - first - split):
+        lc_a[i] = lw_a[i] * ahead[i] if light_a[i] >= 0 else NONE
+    bits = lc.view(np.int64)
+    least = NONE_BITS
+    for i in range(end - first):
+        least = min(least, bits[i])
+    if least == NONE_BITS:
         return -1
-    return best
+    found = end
+    for i in range(end - first):
+        found = min(found, i if bits[i] == least else end)
+    return light[found] if lc[found] < fast_credit(ps, t, incoming) else -1
 
 
 register(WatermarkState, Rules(on_step=observe, on_hint=hint, on_insert=enter, on_remove=leave,
-                               admit=above_watermark, victim=lowest_credit))
+                               admit=above_watermark, victim=lowest_credit, inline=True))
