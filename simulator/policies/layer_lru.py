@@ -4,19 +4,28 @@ Layers run in a fixed cycle, so right after layer l ran, its experts are the one
 the layer distance D = (layer - current layer) mod L orders layers exactly as Belady would order
 them at layer granularity, and recency breaks the tie within a layer. This is the layer-distance
 term of MoE-Infinity's priority (Xue et al., 2024) combined with LRU, as in layer-aware expert
-caches; per layer it reduces to plain LRU.
+caches; per layer it reduces to plain LRU. The fast rules keep one recency list per layer (in each
+partition and tier, `simulator.policies.queues`), so a use is O(1) and the victim is the oldest
+unpinned object of the furthest layer's list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from simulator.policies import keyed
-from simulator.policies.base import KeyedPolicy, TierView
-from simulator.policies.fast import PER_LAYER, Rules, register
+import numpy as np
 
-CURRENT = 3  # keyed state scalar: the layer that ran last
-LayerLRUState = keyed.keyed_state_class("LayerLRUState", __name__)
+from simulator.policies import queues
+from simulator.policies.base import KeyedPolicy, TierView
+from simulator.policies.fast import EXPERTS, LAYERS, PER_LAYER, Rules, partition, register, state_class
+
+LayerLRUState = state_class("LayerLRUState", __name__, [
+    ("prev", np.ndarray),  # (2, n + L*P) int64: one recency list per layer and partition, see queues
+    ("nxt", np.ndarray),
+    ("queue", np.ndarray),  # (2, n) int64: the object's layer while in a list, -1 not
+    ("used", np.ndarray),  # (2, P, L) int64
+    ("current", np.ndarray),  # (1,) int64: the layer that ran last
+])
 
 
 class LayerLRU(KeyedPolicy):
@@ -41,27 +50,38 @@ class LayerLRU(KeyedPolicy):
 
     @staticmethod
     def fast_state(params: object, vram: TierView, ram: TierView | None) -> LayerLRUState:
-        return keyed.make_keyed(LayerLRUState, vram, True)
+        n, layers, parts = vram.num_layers * vram.num_experts, vram.num_layers, len(vram.capacity)
+        return LayerLRUState(*queues.links(n, parts, layers), queue=np.full((2, n), -1, np.int64),
+                             used=np.zeros((2, parts, layers), np.int64), current=np.zeros(1, np.int64))
 
 
 def use(ps, cs, t, obj, tick):
-    keyed.set_key(ps, t, obj, tick)
+    if ps.queue[t, obj] >= 0:
+        queues.drop(ps, cs, t, obj)
+    queues.add(ps, cs, t, obj, obj // cs.cfg[EXPERTS])
+
+
+def leave(ps, cs, t, obj):
+    queues.drop(ps, cs, t, obj)
 
 
 def follow(ps, cs, step, layer, objs):
-    ps.par[CURRENT] = layer
+    ps.current[0] = layer
 
 
 def furthest_layer(ps, cs, t, incoming):
-    """LRU within the layer furthest ahead that has an unpinned candidate (the own layer with per-layer tiers)."""
+    """The oldest unpinned object of the layer furthest ahead that has one (the own layer with per-layer
+    tiers)."""
+    part = partition(cs, incoming)
     if cs.cfg[PER_LAYER]:
-        return keyed.victim(ps, cs, t, incoming)
-    layers = ps.par[keyed.LAYERS]
+        return queues.oldest_unpinned(ps, cs, t, part, incoming // cs.cfg[EXPERTS])
+    layers = cs.cfg[LAYERS]
     for d in range(layers - 1, -1, -1):
-        victim = keyed.smallest(ps, cs, t, (ps.par[CURRENT] + d) % layers)
+        layer = ps.current[0] + d
+        victim = queues.oldest_unpinned(ps, cs, t, part, layer - layers if layer >= layers else layer)
         if victim >= 0:
             return victim
     return -1
 
 
-register(LayerLRUState, Rules(on_step=follow, on_hit=use, on_insert=use, on_remove=keyed.on_remove, victim=furthest_layer))
+register(LayerLRUState, Rules(on_step=follow, on_hit=use, on_insert=use, on_remove=leave, victim=furthest_layer))
