@@ -56,7 +56,7 @@ class Affinity(KeyedPolicy):
 
     @staticmethod
     def fast_state(params: AffinityParams, vram: TierView, ram: TierView | None) -> AffinityState:
-        return keyed.make_keyed(AffinityState, vram, vram.per_layer, aux=-1)
+        return keyed.make_keyed(AffinityState, vram, aux=-1)
 
 
 def chosen(ps, cs, step, layer, objs):

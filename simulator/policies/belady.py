@@ -52,7 +52,7 @@ class Belady(KeyedPolicy):
 
     @staticmethod
     def fast_state(params: BeladyParams, vram: TierView, ram: TierView | None) -> BeladyState:
-        return keyed.make_keyed(BeladyState, vram, vram.per_layer, par=(params.bypass,))
+        return keyed.make_keyed(BeladyState, vram, par=(params.bypass,))
 
 
 def remember(ps, cs, t, obj, tick):

@@ -1,9 +1,9 @@
 """Fast rules shared by key-ranked policies (`base.KeyedPolicy`): evict the smallest (key, object id).
 
 Each tier keeps one indexed min-heap of (key, object) per heap group (one per layer with per-layer
-partitions or when the policy ranks layers itself, else one), holding exactly the tier's candidates
-(evictable residents): a changed key moves its entry up or down in place, a removed candidate
-leaves at once, so a heap never holds more entries than its group has objects. The victim is the
+partitions, else one), holding exactly the tier's candidates (evictable residents): a changed key
+moves its entry up or down in place, a removed candidate leaves at once, so a heap never holds more
+entries than its group has objects. The victim is the
 smallest unpinned entry, found by walking down from the root past pinned entries only. A policy's
 fast rules only say what the key becomes (`set_key`). The helpers are inlined (`inline="always"`),
 as a call would pass every array of the state field by field.
@@ -36,11 +36,11 @@ def keyed_state_class(name: str, module: str) -> type:
     return state_class(name, module, FIELDS)
 
 
-def make_keyed(cls: type, vram: TierView, per_layer_heaps: bool, aux: int = 0, par: tuple[int, ...] = ()) -> tuple:
-    """An empty keyed state; `per_layer_heaps`: one heap per layer (per-layer partitions, or layer-ranked)."""
+def make_keyed(cls: type, vram: TierView, aux: int = 0, par: tuple[int, ...] = ()) -> tuple:
+    """An empty keyed state: one heap per partition."""
     layers, e = vram.num_layers, vram.num_experts
     n = layers * e
-    heaps = layers if per_layer_heaps else 1
+    heaps = layers if vram.per_layer else 1
     width = e if heaps > 1 else n
     scalars = np.zeros(8, np.int64)
     scalars[:3] = heaps, e, layers

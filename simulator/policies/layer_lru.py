@@ -18,6 +18,7 @@ import numpy as np
 from simulator.policies import queues
 from simulator.policies.base import KeyedPolicy, TierView
 from simulator.policies.fast import EXPERTS, LAYERS, PER_LAYER, Rules, partition, register, state_class
+from simulator.policies.lru import leave
 
 LayerLRUState = state_class("LayerLRUState", __name__, [
     ("prev", np.ndarray),  # (2, n + L*P) int64: one recency list per layer and partition, see queues
@@ -59,10 +60,6 @@ def use(ps, cs, t, obj, tick):
     if ps.queue[t, obj] >= 0:
         queues.drop(ps, cs, t, obj)
     queues.add(ps, cs, t, obj, obj // cs.cfg[EXPERTS])
-
-
-def leave(ps, cs, t, obj):
-    queues.drop(ps, cs, t, obj)
 
 
 def follow(ps, cs, step, layer, objs):

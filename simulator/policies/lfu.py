@@ -63,7 +63,7 @@ class LFU(KeyedPolicy):
 
     @staticmethod
     def fast_state(params: LFUParams, vram: TierView, ram: TierView | None) -> LFUState:
-        return keyed.make_keyed(LFUState, vram, vram.per_layer, par=(params.decay_every, 0))
+        return keyed.make_keyed(LFUState, vram, par=(params.decay_every, 0))
 
 
 def age(ps, cs, step, layer, objs):

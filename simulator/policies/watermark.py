@@ -244,13 +244,15 @@ def scan(ps, cs, t, layer):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def lighter(ps, cs, t, obj):
-    """Whether unpinned candidate obj weighs less than its layer's known least-weight candidate (ties: lower
-    id)."""
+def offer(ps, cs, t, obj):
+    """Candidate obj (new, or its weight changed) becomes its layer's known least-weight candidate if it weighs
+    less (ties: lower id) and is not pinned; nothing changes while the layer's is to be found again."""
     layer = obj // ps.par[EXPERTS]
     best, w = ps.light[t, layer], ps.w[t, obj]
-    return best != STALE and (best < 0 or w < ps.lw[t, layer] or (w == ps.lw[t, layer] and obj < best)) \
-        and not pinned(cs, t, obj)
+    if best != STALE and (best < 0 or w < ps.lw[t, layer] or (w == ps.lw[t, layer] and obj < best)) \
+            and not pinned(cs, t, obj):
+        ps.light[t, layer] = obj
+        ps.lw[t, layer] = w
 
 
 @njit(cache=True, _nrt=False)
@@ -310,18 +312,15 @@ def hint(ps, cs, step, layer, objs):
             ps.key[t, obj] = ps.w[t, obj]
             if ps.light[t, obj // e] == obj:
                 ps.light[t, obj // e] = STALE
-            elif lighter(ps, cs, t, obj):
-                ps.light[t, obj // e] = obj
-                ps.lw[t, obj // e] = ps.w[t, obj]
+            else:
+                offer(ps, cs, t, obj)
 
 
 def enter(ps, cs, t, obj, tick):
     if ps.key[t, obj] != NONE:
         return
     ps.key[t, obj] = ps.w[t, obj]
-    if lighter(ps, cs, t, obj):
-        ps.light[t, obj // ps.par[EXPERTS]] = obj
-        ps.lw[t, obj // ps.par[EXPERTS]] = ps.w[t, obj]
+    offer(ps, cs, t, obj)
 
 
 def leave(ps, cs, t, obj):
@@ -337,7 +336,8 @@ def above_watermark(ps, cs, t, obj):
 def lowest_credit(ps, cs, t, incoming):
     """Each layer's lightest candidate (cached; the current layer's only while the pins stay), then the one of
     least credit, the lowest layer (so the lowest id) on ties: the minimum and its holder come from integer
-    passes over the credits' bits. Loops run over slices from 0, so that indices are known not to wrap."""
+    passes over the credits' bits, as in `scan`. Loops run over slices from 0, so that indices are known
+    not to wrap."""
     e, current, stamp = ps.par[EXPERTS], ps.par[CURRENT], cs.scal[STAMP]
     lo, hi = partition_range(cs, incoming)
     first, end = lo // e, hi // e
@@ -360,9 +360,9 @@ def lowest_credit(ps, cs, t, incoming):
         least = min(least, bits[i])
     if least == NONE_BITS:
         return -1
-    found = end
+    found = end - first
     for i in range(end - first):
-        found = min(found, i if bits[i] == least else end)
+        found = min(found, i if bits[i] == least else end - first)
     return light[found] if lc[found] < fast_credit(ps, t, incoming) else -1
 
 
