@@ -13,50 +13,34 @@ import numpy as np
 from simulator.jit import njit
 
 
-BLOCK = 8  # _top's block width
-
-
 @njit(cache=True, nogil=True, inline="always")
-def _top(scores, layer, num_experts, limit, out, count, keys, best):
+def _top(scores, layer, num_experts, limit, out, count, keys):
     """Append to `out` the `limit` experts of `layer` with the highest positive integer score, highest first
     (ties: lower id), as the reference's stable argsort does; returns the new count. `scores` holds all
-    layers' scores or this layer's. Each expert gets a unique key, score * E + (E - 1 - e); blocks of
-    BLOCK keys keep their maximum in `best`, and each pick takes the maximum of the block maxima and
-    recomputes one block: about 4x faster than one pass with insertion, whose branches mispredict.
-    keys (E,) and best (ceil(E / BLOCK),) int64 are scratch."""
+    layers' scores or this layer's. Each expert gets a unique key, score << b | (2^b - 1 - e) with 2^b > E,
+    and each pick is the greatest key below the previous pick: one branch-free pass over the E keys that
+    the compiler vectorises (about 1.5x faster than keeping block maxima). keys (E,) int64 is scratch."""
     base = layer * num_experts if scores.shape[0] > num_experts else 0  # all layers' scores, or this layer's
-    blocks = best.shape[0]
+    row = scores[base:base + num_experts]
+    shift = np.int64(1)
+    while (np.int64(1) << shift) <= num_experts:
+        shift += 1
+    mask = (np.int64(1) << shift) - 1
     for e in range(num_experts):
-        keys[e] = np.int64(scores[base + e]) * num_experts + (num_experts - 1 - e)
-    for b in range(blocks):
-        best[b] = _block_max(keys, b, num_experts)
+        keys[e] = (np.int64(row[e]) << shift) | (mask - e)
+    below = np.iinfo(np.int64).max
     n = 0
     while n < limit:
-        top = best[0]
-        for b in range(1, blocks):
-            top = max(top, best[b])
-        if top < num_experts:  # score 0 (or taken)
+        top = np.int64(-1)
+        for e in range(num_experts):
+            key = keys[e]
+            top = max(top, key if key < below else np.int64(-1))
+        if top <= mask:  # score 0
             break
-        e = num_experts - 1 - top % num_experts
-        out[count + n] = layer * num_experts + e
+        out[count + n] = layer * num_experts + mask - (top & mask)
         n += 1
-        keys[e] = -1
-        best[e // BLOCK] = _block_max(keys, e // BLOCK, num_experts)
+        below = top
     return count + n
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _block_max(keys, b, num_experts):
-    top = np.int64(-1)
-    for e in range(b * BLOCK, min(num_experts, (b + 1) * BLOCK)):
-        top = max(top, keys[e])
-    return top
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _top_scratch(num_experts):
-    """Scratch arrays for `_top`: keys (E,) and block maxima."""
-    return np.empty(num_experts, np.int64), np.empty((num_experts + BLOCK - 1) // BLOCK, np.int64)
 
 
 @njit(cache=True, nogil=True)
@@ -92,11 +76,11 @@ def affinity_plan(layer, ptr_objects, objects, recency, clock, num_layers, num_e
     steps = layer.shape[0]
     ptr = np.zeros(steps + 1, np.int64)
     out = np.empty(steps * limit, np.int32)
-    keys, best = _top_scratch(num_experts)
+    keys = np.empty(num_experts, np.int64)
     count = 0
     for s in range(steps):
         target = (layer[s] + 1) % num_layers
-        count = _top(recency, target, num_experts, limit, out, count, keys, best)
+        count = _top(recency, target, num_experts, limit, out, count, keys)
         ptr[s + 1] = count
         clock[0] += 1
         for i in range(ptr_objects[s], ptr_objects[s + 1]):
@@ -114,25 +98,28 @@ def transitions_plan(layer, request, ptr_objects, objects, counts, previous, pre
     ptr = np.zeros(steps + 1, np.int64)
     out = np.empty(steps * limit, np.int32)
     scores = np.zeros(num_experts, np.int64)
-    keys, best = _top_scratch(num_experts)
+    keys = np.empty(num_experts, np.int64)
+    current = np.empty(num_experts, np.int64)  # this step's experts
     count = 0
     for s in range(steps):
-        lo, hi = ptr_objects[s], ptr_objects[s + 1]
-        l = layer[s]
+        lo, n, l = ptr_objects[s], ptr_objects[s + 1] - ptr_objects[s], layer[s]
+        for j in range(n):
+            current[j] = objects[lo + j] - l * num_experts
         if l + 1 < num_layers:
-            for e in range(num_experts):
-                scores[e] = 0
-            for i in range(lo, hi):
-                row = counts[l, objects[i] - l * num_experts]
+            scores[:] = 0
+            here = counts[l]
+            for j in range(n):
+                row = here[current[j]]
                 for e in range(num_experts):
                     scores[e] += row[e]
-            count = _top(scores, l + 1, num_experts, limit, out, count, keys, best)
+            count = _top(scores, l + 1, num_experts, limit, out, count, keys)
         ptr[s + 1] = count
         if previous[2] >= 0 and previous[0] == request[s] and previous[1] + 1 == l:
+            before = counts[previous[1]]
             for a in range(previous[2]):
-                for i in range(lo, hi):
-                    counts[previous[1], previous_experts[a], objects[i] - l * num_experts] += 1
-        previous[0], previous[1], previous[2] = request[s], l, hi - lo
-        for i in range(lo, hi):
-            previous_experts[i - lo] = objects[i] - l * num_experts
+                row = before[previous_experts[a]]
+                for j in range(n):
+                    row[current[j]] += 1
+        previous[0], previous[1], previous[2] = request[s], l, n
+        previous_experts[:n] = current[:n]
     return ptr, out[:count]

@@ -68,10 +68,11 @@ def test_read_ahead_stops_its_producer_when_the_consumer_stops():
 
 
 @pytest.mark.parametrize("name", ["lookahead", "affinity", "transitions"])
-@pytest.mark.parametrize(("experts", "limit"), [(5, 1), (5, 2), (5, 3), (5, 8), (20, 3), (20, 8), (20, 25)])
+@pytest.mark.parametrize(("experts", "limit"), [(5, 1), (5, 2), (5, 3), (5, 8), (8, 3), (16, 8), (20, 3),
+                                                      (20, 8), (20, 25)])
 def test_fast_prefetch_plans_equal_the_reference(make_trace, name, experts, limit):
-    """Including limits above the layer's experts, and 20 experts: the fast top-k's blocks of 8, the last
-    one partial; counts stay small, so scores tie often."""
+    """Including limits above the layer's experts, and powers of two (the fast top-k packs an expert's id
+    into its key's low bits); counts stay small, so scores tie often."""
     from simulator.prefetchers import make_prefetcher, plan
     from simulator.steps import iter_steps
 
