@@ -2,11 +2,12 @@
 
 Each tier keeps one indexed min-heap of (key, object) per heap group (one per layer with per-layer
 partitions, else one), holding exactly the tier's candidates (evictable residents): a changed key
-moves its entry up or down in place, a removed candidate leaves at once, so a heap never holds more
-entries than its group has objects. The victim is the
-smallest unpinned entry, found by walking down from the root past pinned entries only. A policy's
-fast rules only say what the key becomes (`set_key`). The helpers are inlined (`inline="always"`),
-as a call would pass every array of the state field by field.
+moves its entry up or down in place, or, where it grew, when the entry next comes up in a victim
+search; a removed candidate leaves at once, so a heap never holds more entries than its group has
+objects. The victim is the smallest unpinned entry, found by walking down from the root past pinned
+entries only. A policy's fast rules only say what the key becomes (`set_key`, or `raise_key` where
+it can only grow). The helpers are inlined (`inline="always"`), as a call would pass every array of
+the state field by field.
 
 State fields (every keyed policy's NamedTuple has them, in this order):
   key (2, n) int64, pos (2, n) int64: heap index of each candidate, -1 if not a candidate,
@@ -131,9 +132,22 @@ def set_key(ps, t, obj, key):
 
 
 @njit(cache=True, _nrt=False, inline="always")
+def raise_key(ps, t, obj, key):
+    """`set_key` for a key no smaller than the object's last: the heap is left alone until the entry comes
+    up in `smallest`, so an object used many times between evictions moves once, not at every use."""
+    if ps.pos[t, obj] < 0:
+        set_key(ps, t, obj, key)
+    else:
+        ps.key[t, obj] = key
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def smallest(ps, cs, t, h):
-    """The smallest unpinned entry of heap (t, h); -1 if none. Only pinned entries are descended through:
-    an unpinned one is smaller than everything below it."""
+    """The smallest unpinned entry of heap (t, h); -1 if none. The heap is ordered by the keys it holds,
+    which are at most the objects' keys (`raise_key`): an entry whose key was raised is moved down to its
+    place when the walk reaches it, and looked at again. Only pinned entries are descended through: an
+    unpinned, current one is smaller than everything below it. Moving an entry down changes only its own
+    subtree, so the entries waiting on the stack stay valid."""
     victim, vk = -1, 0
     depth = 0
     if ps.hn[t, h] > 0:
@@ -145,6 +159,11 @@ def smallest(ps, cs, t, h):
         i = ps.stack[t, depth]
         k, obj = ps.hk[t, h, i], ps.ho[t, h, i]
         if victim >= 0 and not less(k, obj, vk, victim):
+            continue
+        if ps.key[t, obj] != k:
+            ps.hk[t, h, i] = ps.key[t, obj]
+            _down(ps, t, h, i)
+            depth += 1
             continue
         if not pinned(cs, t, obj):
             victim, vk = obj, k

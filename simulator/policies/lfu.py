@@ -82,7 +82,7 @@ def age(ps, cs, step, layer, objs):
 
 def hit(ps, cs, t, obj, tick):
     ps.aux[t, obj] += 1
-    keyed.set_key(ps, t, obj, (ps.aux[t, obj] << COUNT_SHIFT) | tick)
+    keyed.raise_key(ps, t, obj, (ps.aux[t, obj] << COUNT_SHIFT) | tick)
 
 
 def insert(ps, cs, t, obj, tick):
