@@ -142,9 +142,10 @@ def raise_key(ps, t, obj, key):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def smallest(ps, cs, t, h):
+def smallest(ps, cs, t, h, raised):
     """The smallest unpinned entry of heap (t, h); -1 if none. The heap is ordered by the keys it holds,
-    which are at most the objects' keys (`raise_key`): an entry whose key was raised is moved down to its
+    which are at most the objects' keys where the policy uses `raise_key` (`raised`, a constant that numba
+    folds, so that the other policies skip the check): an entry whose key was raised is moved down to its
     place when the walk reaches it, and looked at again. Only pinned entries are descended through: an
     unpinned, current one is smaller than everything below it. Moving an entry down changes only its own
     subtree, so the entries waiting on the stack stay valid."""
@@ -160,7 +161,7 @@ def smallest(ps, cs, t, h):
         k, obj = ps.hk[t, h, i], ps.ho[t, h, i]
         if victim >= 0 and not less(k, obj, vk, victim):
             continue
-        if ps.key[t, obj] != k:
+        if raised and ps.key[t, obj] != k:
             ps.hk[t, h, i] = ps.key[t, obj]
             _down(ps, t, h, i)
             depth += 1
@@ -191,4 +192,10 @@ def on_remove(ps, cs, t, obj):
 
 @njit(cache=True, _nrt=False, inline="always")
 def victim(ps, cs, t, incoming):
-    return smallest(ps, cs, t, heap_of(ps, incoming))
+    return smallest(ps, cs, t, heap_of(ps, incoming), False)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def raised_victim(ps, cs, t, incoming):
+    """`victim` for a policy that uses `raise_key`."""
+    return smallest(ps, cs, t, heap_of(ps, incoming), True)

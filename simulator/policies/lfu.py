@@ -90,4 +90,5 @@ def insert(ps, cs, t, obj, tick):
     keyed.set_key(ps, t, obj, (np.int64(1) << COUNT_SHIFT) | tick)
 
 
-register(LFUState, Rules(on_step=age, on_hit=hit, on_insert=insert, on_remove=keyed.on_remove, victim=keyed.victim))
+register(LFUState, Rules(on_step=age, on_hit=hit, on_insert=insert, on_remove=keyed.on_remove,
+                        victim=keyed.raised_victim))
