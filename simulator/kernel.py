@@ -11,11 +11,11 @@ field by field, about a hundred arguments, which cost half the time of a two-tie
 accesses and prefetches share one inlined copy of the admission path (`_touch`): with a copy each,
 LRU's kernel was 30% larger (9,138 machine instructions against 7,052) and replayed 1.4x slower with
 the lookahead prefetcher. A policy's hooks are inlined too where its rules ask for it
-(`Rules.inline`): the queue policies, whose hooks are many small calls, replay 1.2x (ARC) to 2.2x
-(S3-FIFO) faster so, and watermark, whose state has 16 arrays (pushing them and the core's for each
-hook call took 17% of a per-layer replay); for the others it gains nothing measurable (LRU, FIFO) or
-multiplies the compile time, paid on a policy's first run on a machine (about 100 s instead of 20 for
-the key-ranked heaps of LFU, Belady and affinity).
+(`Rules.inline`): the queue policies and LFU's bucket lists, whose hooks are many small calls,
+replay 1.2x (ARC, LFU) to 2.2x (S3-FIFO) faster so, and watermark, whose state has 16 arrays
+(pushing them and the core's for each hook call took 17% of a per-layer replay); for the others it
+gains nothing measurable (LRU, FIFO) or multiplies the compile time, paid on a policy's first run on
+a machine (about 100 s instead of 20 for the key-ranked heaps of Belady and affinity).
 
 Legend: n objects (L*E), P partitions, ps the policy's fast state, cs the `CoreState`, t a tier
 (0 VRAM, 1 RAM).

@@ -305,6 +305,8 @@ LOOKAHEAD_PER_LAYER = dict(vram_experts=3, ram_experts=5, per_layer=True, prefet
 
 @pytest.mark.parametrize("policy, params, options", [
     ("lfu", {"decay_every": 3}, LOOKAHEAD_PER_LAYER),
+    # one cache for all layers: many counts, so each halving merges two or three buckets of counts
+    ("lfu", {"decay_every": 160}, dict(vram_experts=100, ram_experts=180)),
     ("watermark", {"gamma": 0.3, "max_iters": 2, "lookahead_weight": 0.9, "eta": 0.2}, LOOKAHEAD_PER_LAYER),
     # a slow EWMA and no discount leave the experts just chosen (pinned one at a time) among the lightest
     ("watermark", {"alpha": 0.02, "gamma": 0.0}, dict(vram_experts=20, ram_experts=40, sequential=True)),

@@ -17,7 +17,7 @@ from simulator.policies import keyed
 from simulator.policies.base import KeyedPolicy, TierView, check_range
 from simulator.policies.fast import NEXT, Rules, register
 
-BYPASS = 3  # keyed state scalar
+BYPASS = keyed.SCALARS  # keyed state scalar
 BeladyState = keyed.keyed_state_class("BeladyState", __name__)
 
 

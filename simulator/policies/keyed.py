@@ -2,21 +2,19 @@
 
 Each tier keeps one indexed min-heap of (key, object) per heap group (one per layer with per-layer
 partitions, else one), holding exactly the tier's candidates (evictable residents): a changed key
-moves its entry up or down in place, or, where it grew, when the entry next comes up in a victim
-search; a removed candidate leaves at once, so a heap never holds more entries than its group has
-objects. The victim is the smallest unpinned entry, found by walking down from the root past pinned
-entries only. A policy's fast rules only say what the key becomes (`set_key`, or `raise_key` where
-it can only grow). The helpers are inlined (`inline="always"`), as a call would pass every array of
-the state field by field.
+moves its entry up or down in place, a removed candidate leaves at once, so a heap never holds more
+entries than its group has objects. The victim is the smallest unpinned entry, found by walking down
+from the root past pinned entries only. A policy's fast rules only say what the key becomes
+(`set_key`). The helpers are inlined (`inline="always"`), as a call would pass every array of the
+state field by field.
 
 State fields (every keyed policy's NamedTuple has them, in this order):
-  key (2, n) int64, pos (2, n) int64: heap index of each candidate, -1 if not a candidate,
+  pos (2, n) int64: heap index of each candidate, -1 if not a candidate,
   hk (2, H, C) int64 / ho (2, H, C) int32: heap keys and objects, hn (2, H) int64: heap sizes,
   stack (2, n) int64: the walk's stack,
-  aux (2, n) int64: per-object extra (LFU counts, last chosen step),
-  par (8,) int64: [H, E, L, policy scalars...].
-Legend: n objects, H heaps per tier, C entries per heap (its group's objects), E experts per layer,
-L layers.
+  aux (2, n) int64: per-object extra (affinity: the step each object was last chosen),
+  par (8,) int64: [H, E, policy scalars from SCALARS on].
+Legend: n objects, H heaps per tier, C entries per heap (its group's objects), E experts per layer.
 """
 
 from __future__ import annotations
@@ -28,8 +26,8 @@ from simulator.jit import njit
 from simulator.policies.base import TierView
 from simulator.policies.fast import pinned, state_class
 
-HEAPS, EXPERTS, LAYERS = range(3)
-FIELDS = [("key", np.ndarray), ("pos", np.ndarray), ("hk", np.ndarray), ("ho", np.ndarray), ("hn", np.ndarray),
+HEAPS, EXPERTS, SCALARS = range(3)
+FIELDS = [("pos", np.ndarray), ("hk", np.ndarray), ("ho", np.ndarray), ("hn", np.ndarray),
           ("stack", np.ndarray), ("aux", np.ndarray), ("par", np.ndarray)]
 
 
@@ -44,9 +42,9 @@ def make_keyed(cls: type, vram: TierView, aux: int = 0, par: tuple[int, ...] = (
     heaps = layers if vram.per_layer else 1
     width = e if heaps > 1 else n
     scalars = np.zeros(8, np.int64)
-    scalars[:3] = heaps, e, layers
-    scalars[3:3 + len(par)] = par
-    return cls(key=np.zeros((2, n), np.int64), pos=np.full((2, n), -1, np.int64),
+    scalars[:SCALARS] = heaps, e
+    scalars[SCALARS:SCALARS + len(par)] = par
+    return cls(pos=np.full((2, n), -1, np.int64),
                hk=np.zeros((2, heaps, width), np.int64), ho=np.zeros((2, heaps, width), np.int32),
                hn=np.zeros((2, heaps), np.int64), stack=np.zeros((2, n), np.int64), aux=np.full((2, n), aux, np.int64),
                par=scalars)
@@ -104,23 +102,8 @@ def _fix(ps, t, h, i):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def rebuild(ps, t, h):
-    """Re-read every entry's key of heap (t, h) after keys changed wholesale, then heapify."""
-    for i in range(ps.hn[t, h]):
-        ps.hk[t, h, i] = ps.key[t, ps.ho[t, h, i]]
-    for i in range(ps.hn[t, h] // 2 - 1, -1, -1):
-        _down(ps, t, h, i)
-
-
-@njit(cache=True, _nrt=False, inline="always")
-def candidate(ps, t, obj):
-    return ps.pos[t, obj] >= 0
-
-
-@njit(cache=True, _nrt=False, inline="always")
 def set_key(ps, t, obj, key):
     """`obj` is a candidate of tier t with rank `key`."""
-    ps.key[t, obj] = key
     h = heap_of(ps, obj)
     i = ps.pos[t, obj]
     if i < 0:
@@ -132,23 +115,9 @@ def set_key(ps, t, obj, key):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def raise_key(ps, t, obj, key):
-    """`set_key` for a key no smaller than the object's last: the heap is left alone until the entry comes
-    up in `smallest`, so an object used many times between evictions moves once, not at every use."""
-    if ps.pos[t, obj] < 0:
-        set_key(ps, t, obj, key)
-    else:
-        ps.key[t, obj] = key
-
-
-@njit(cache=True, _nrt=False, inline="always")
-def smallest(ps, cs, t, h, raised):
-    """The smallest unpinned entry of heap (t, h); -1 if none. The heap is ordered by the keys it holds,
-    which are at most the objects' keys where the policy uses `raise_key` (`raised`, a constant that numba
-    folds, so that the other policies skip the check): an entry whose key was raised is moved down to its
-    place when the walk reaches it, and looked at again. Only pinned entries are descended through: an
-    unpinned, current one is smaller than everything below it. Moving an entry down changes only its own
-    subtree, so the entries waiting on the stack stay valid."""
+def smallest(ps, cs, t, h):
+    """The smallest unpinned entry of heap (t, h); -1 if none. Only pinned entries are descended through:
+    an unpinned one is smaller than everything below it."""
     victim, vk = -1, 0
     depth = 0
     if ps.hn[t, h] > 0:
@@ -160,11 +129,6 @@ def smallest(ps, cs, t, h, raised):
         i = ps.stack[t, depth]
         k, obj = ps.hk[t, h, i], ps.ho[t, h, i]
         if victim >= 0 and not less(k, obj, vk, victim):
-            continue
-        if raised and ps.key[t, obj] != k:
-            ps.hk[t, h, i] = ps.key[t, obj]
-            _down(ps, t, h, i)
-            depth += 1
             continue
         if not pinned(cs, t, obj):
             victim, vk = obj, k
@@ -192,10 +156,4 @@ def on_remove(ps, cs, t, obj):
 
 @njit(cache=True, _nrt=False, inline="always")
 def victim(ps, cs, t, incoming):
-    return smallest(ps, cs, t, heap_of(ps, incoming), False)
-
-
-@njit(cache=True, _nrt=False, inline="always")
-def raised_victim(ps, cs, t, incoming):
-    """`victim` for a policy that uses `raise_key`."""
-    return smallest(ps, cs, t, heap_of(ps, incoming), True)
+    return smallest(ps, cs, t, heap_of(ps, incoming))
