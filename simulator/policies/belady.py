@@ -5,7 +5,9 @@ object, which the core keeps current from next-use arrays the trace layer comput
 admits everything, as libCacheSim's `Belady` does (objects never used again go first), and no
 policy that admits every miss can have fewer misses. With `bypass = 1` it also refuses an incoming
 object whose next use is later than the victim's, which makes it the bound for policies that may
-bypass (watermark-credit); `simulate` adds that variant as the bound column.
+bypass (watermark-credit); `simulate` adds that variant as the bound column. Its fast rules scan a
+layer's keys for the victim where the tier is per layer (`keyed.make_keyed`'s `scan`): each use moves
+a key to wherever its next use falls, which a heap pays for at every hit.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class Belady(KeyedPolicy):
 
     @staticmethod
     def fast_state(params: BeladyParams, vram: TierView, ram: TierView | None) -> BeladyState:
-        return keyed.make_keyed(BeladyState, vram, par=(params.bypass,))
+        return keyed.make_keyed(BeladyState, vram, par=(params.bypass,), scan=True)
 
 
 def remember(ps, cs, t, obj, tick):
