@@ -4,7 +4,9 @@ numba checks its on-disk cache only against the file of each compiled function, 
 compiled for a policy holds code from several files (the policy's rules, the heap, the lists): a
 folder named after the contents of every simulator source keeps an edit anywhere from reusing
 stale machine code. Set here, on first use of numba by the simulator, so that commands which never
-compile anything do not pay for hashing the sources; a user's own NUMBA_CACHE_DIR wins.
+compile anything do not pay for hashing the sources. A user's own NUMBA_CACHE_DIR is where that
+folder goes (with it used as the folder itself, an edited policy reused the kernel compiled with the
+old one); a value that already names the folder, as worker processes inherit it, is kept.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ def _cache_dir() -> Path:
     digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.rglob("*.py")):
         digest.update(path.read_bytes())
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "moecache" / f"numba-{digest.hexdigest()[:16]}"
+    name = f"numba-{digest.hexdigest()[:16]}"
+    given = os.environ.get("NUMBA_CACHE_DIR")
+    if given and Path(given).name == name:
+        return Path(given)
+    base = Path(given) if given else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "moecache"
+    return base / name
 
 
-if "NUMBA_CACHE_DIR" not in os.environ:
-    os.environ["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR = str(_cache_dir())
+os.environ["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR = str(_cache_dir())
 
 # numba's inliner checks its own IR pedantically and warns, asking for a bug report, when it inlines the
 # hooks of a policy that asks for it (`simulator.kernel`); the agreement tests check those kernels' events

@@ -1,10 +1,13 @@
 """Behaviour that hand-worked traces pin down: the cost model with nothing free, each prefetcher's hints,
 re-routing against brute force, LFU decay, watermark's terms, multi-layer policies, exclusive tiers with
-cpu-compute and prefetch, read-ahead, and the kernel's event buffer filling up. Every expected value is
-worked out in the comments, never printed by the code under test."""
+cpu-compute and prefetch, read-ahead, the kernel's event buffer filling up and numba's cache folder.
+Every expected value is worked out in the comments, never printed by the code under test."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -316,3 +319,18 @@ def test_kernel_equals_reference_with_non_default_parameters(mixtral_trace, poli
     fast = run(mixtral_trace, policy, "fast", **options)
     slow = run(mixtral_trace, policy, "reference", **options)
     assert fast[1] == slow[1] and fast[0] == slow[0]
+
+
+def test_numba_cache_folder_is_named_after_the_sources_inside_a_users_folder(tmp_path):
+    # A user's NUMBA_CACHE_DIR holds the folder named after the simulator's sources, so that an edited policy
+    # never reuses a kernel compiled with the old one; a worker process, which inherits the folder itself,
+    # keeps it.
+    def folder(value):
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(value))
+        code = "import numba, simulator.jit; print(numba.config.CACHE_DIR)"
+        return Path(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                                   cwd=Path(__file__).parent.parent).stdout.strip())
+
+    inside = folder(tmp_path)
+    assert inside.parent == tmp_path and inside.name.startswith("numba-") and len(inside.name) == len("numba-") + 16
+    assert folder(inside) == inside
