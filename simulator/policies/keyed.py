@@ -13,8 +13,8 @@ kernel alone, per-layer modes with 128 experts a layer: 1.07x with lookahead to 
 slower where a use sends the key to the bottom and the root is the victim (affinity: up to 1.2x).
 
 State fields (every keyed policy's NamedTuple has them, in this order):
-  key (2, n) int64: each candidate's key, NO_KEY if none (kept where scanned),
-  pos (2, n) int64: heap index of each candidate (0 where scanned), -1 if not a candidate,
+  key (2, n) int64: each candidate's key, NO_KEY if none (kept where scanned: the candidates are its keys),
+  pos (2, n) int64: heap index of each candidate, -1 if not a candidate (unused where scanned),
   hk (2, H, C) int64 / ho (2, H, C) int32: heap keys and objects, hn (2, H) int64: heap sizes,
   stack (2, n) int64: the walk's stack,
   aux (2, n) int64: per-object extra (affinity: the step each object was last chosen),
@@ -112,7 +112,6 @@ def set_key(ps, t, obj, key):
     """`obj` is a candidate of tier t with rank `key`."""
     if ps.par[SCANNED]:
         ps.key[t, obj] = key
-        ps.pos[t, obj] = 0
         return
     h = heap_of(ps, obj)
     i = ps.pos[t, obj]
@@ -152,13 +151,13 @@ def smallest(ps, cs, t, h):
 
 @njit(cache=True, _nrt=False, inline="always")
 def on_remove(ps, cs, t, obj):
+    if ps.par[SCANNED]:
+        ps.key[t, obj] = NO_KEY
+        return
     i = ps.pos[t, obj]
     if i < 0:
         return
     ps.pos[t, obj] = -1
-    if ps.par[SCANNED]:
-        ps.key[t, obj] = NO_KEY
-        return
     h = heap_of(ps, obj)
     last = ps.hn[t, h] - 1
     ps.hn[t, h] = last

@@ -23,8 +23,9 @@ import numpy as np
 
 from simulator import dlist
 from simulator.jit import njit
+from simulator.policies import queues
 from simulator.policies.base import KeyedPolicy, TierView, check_range
-from simulator.policies.fast import Rules, partition, pinned, register, state_class, tiers
+from simulator.policies.fast import Rules, partition, register, state_class, tiers
 
 COUNT_SHIFT = 40  # the demand loop's LFU key (`simulator.demand_kernel`): count << 40 | tick, the order of (count, tick)
 FREE_TOP, DECAY_EVERY, STEPS_SEEN = 0, 2, 3  # par: free stack tops of tiers 0 and 1, then these
@@ -173,11 +174,8 @@ def least(ps, cs, t, incoming):
     sentinel = _sentinel(ps, cs, incoming)
     b = ps.bnxt[t, sentinel]
     while b != sentinel:
-        head = n + b
-        obj = ps.prev[t, head]
-        while obj != head and pinned(cs, t, obj):
-            obj = ps.prev[t, obj]
-        if obj != head:
+        obj = queues.oldest_unpinned_at(ps, cs, t, n + b)
+        if obj >= 0:
             return obj
         b = ps.bnxt[t, b]
     return -1

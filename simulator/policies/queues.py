@@ -44,7 +44,13 @@ def drop(ps, cs, t, obj):
 @njit(cache=True, _nrt=False)
 def oldest_unpinned(ps, cs, t, part, q):
     """The oldest object of queue q that may be evicted from tier t now; -1 if none."""
-    sentinel = head(ps, part, q)
+    return oldest_unpinned_at(ps, cs, t, head(ps, part, q))
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def oldest_unpinned_at(ps, cs, t, sentinel):
+    """The oldest object of the list at `sentinel` (any state with `prev` links: LFU's buckets too) that may be
+    evicted from tier t now; -1 if none."""
     node = ps.prev[t, sentinel]
     while node != sentinel and pinned(cs, t, node):
         node = ps.prev[t, node]
