@@ -12,14 +12,18 @@ measurements, and prints in one run, per decode token of the measured request:
   NVMe bandwidth), and measured / floor
   (target on a GPU: <= 1.2x);
 - simulate's prediction of the whole run's time per decode token with the calibrated preset,
-  against the measured one (target on a GPU: within 15%).
+  against the measured one (target on a GPU: within 15%);
+- with --profile, where the host's time goes in the "all resident" run (cProfile: the per-step parts of the
+  replay loop, in ms per layer step, and the functions that take the most time of their own).
 Run: .venv/bin/python bench/engine.py [--layers N] [--decode-tokens 32] [--dir build/bench-engine]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
+import pstats
 import os
 import shutil
 import sys
@@ -67,6 +71,27 @@ def measured_request(done, trace_path: Path, request: int) -> tuple[float, int, 
             int(np.array(m.step_nvme)[pick].sum()), int((pick & np.array(new_token)).sum()))
 
 
+LOOP_PARTS = ("iter_steps", "begin_step", "step", "finish_step", "account")  # the replay loop's per-step calls
+
+
+WAITS = ("acquire", "synchronize", "wait", "sleep", "preadv")  # where a thread waits rather than works: cProfile
+# (Python >= 3.12) profiles every thread, the NVMe reader's too
+
+
+def print_host_profile(profile: cProfile.Profile, steps: int, wall: float) -> None:
+    """The host's busy time per layer step (waits left out), the replay loop's parts, and the top functions."""
+    stats = pstats.Stats(profile)
+    busy = sum(tottime for (_, _, name), (_, _, tottime, _, _) in stats.stats.items()
+               if not any(w in name for w in WAITS))
+    print(f"\nthe all-resident run under cProfile (both requests, the first loading every expert): {wall / steps * 1e3:.3f} ms "
+          f"per layer step, of which the host is busy {busy / steps * 1e3:.3f} ms (waits on locks, events, streams and "
+          f"disk reads left out); per step, callees included:")
+    for (path, _, name), (_, _, _, cumulative, _) in stats.stats.items():
+        if name in LOOP_PARTS and ("engine" in path or "simulator" in path):
+            print(f"  {Path(path).parent.name + '/' + Path(path).name + ':' + name:<40}{cumulative / steps * 1e3:8.3f} ms")
+    stats.sort_stats("tottime").print_stats(15)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=None)
@@ -74,6 +99,7 @@ def main() -> None:
     parser.add_argument("--decode-tokens", type=int, default=32)
     parser.add_argument("--dir", type=Path, default=Path("build/bench-engine"))
     parser.add_argument("--keep", action="store_true", help="keep the checkpoint for the next run")
+    parser.add_argument("--profile", action="store_true", help="also break down the host's time per step")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     args.dir.mkdir(parents=True, exist_ok=True)
@@ -122,6 +148,13 @@ def main() -> None:
         floor = max(resident, moved / link, read / disk)
         print(f"{name:<18}{hit_rate:>9.3f}{read / 1e6:>9.1f}{per_token * 1e3:>10.2f}ms{floor * 1e3:>10.2f}ms{per_token / floor:>8.2f}x   "
               f"{whole * 1e3:>18.2f}ms{predicted * 1e3:>10.2f}ms{(predicted - whole) / whole:>+8.1%}")
+    if args.profile:
+        config = SimConfig(policy="lru", hardware=preset, ram_experts=everything, vram_experts=everything)
+        profile = cProfile.Profile()
+        profile.enable()
+        done = replay(trace, checkpoint, config, options)
+        profile.disable()
+        print_host_profile(profile, int(done.measured["measured_steps"]), float(done.measured["measured_total_s"]))
     if not args.keep:
         shutil.rmtree(checkpoint)
 
