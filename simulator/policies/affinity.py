@@ -68,4 +68,5 @@ def rank(ps, cs, t, obj, tick):
     keyed.set_key(ps, t, obj, ps.aux[0, obj])
 
 
-register(AffinityState, Rules(on_step=chosen, on_hit=rank, on_insert=rank, on_remove=keyed.on_remove, victim=keyed.victim))
+register(AffinityState, Rules(on_step=chosen, on_hit=rank, on_insert=rank, on_remove=keyed.on_remove, victim=keyed.victim,
+                             inline=True))
