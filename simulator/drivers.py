@@ -20,6 +20,8 @@ from simulator.steps import Steps
 from traces.reader import Trace
 
 EVENT_BUFFER = 1 << 20
+NO_LOGITS = np.zeros((1, 1), np.uint16)  # read-only, as a trace's logits are (`TraceArrays.frozen`): one kernel
+NO_LOGITS.flags.writeable = False
 
 
 def tier_views(trace: Trace, sizes: np.ndarray, hw: Hardware, resolved: Resolved,
@@ -85,7 +87,7 @@ class KernelDriver:
             sink: Callable[[tuple[np.ndarray, np.ndarray, np.ndarray], int, int], None]) -> None:
         cs = self.core
         rows = steps.rows
-        logits = bits(rows.logits) if rows.logits is not None else np.zeros((1, 1), np.uint16)
+        logits = bits(rows.logits) if rows.logits is not None else NO_LOGITS
         nexts = acc_next if acc_next is not None else np.zeros(1, np.int64)
         start = 0
         while start < len(steps):

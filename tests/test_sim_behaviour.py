@@ -1,6 +1,7 @@
 """Behaviour that hand-worked traces pin down: the cost model with nothing free, each prefetcher's hints,
 re-routing against brute force, LFU decay, watermark's terms, multi-layer policies, exclusive tiers with
-cpu-compute and prefetch, read-ahead, the kernel's event buffer filling up and numba's cache folder.
+cpu-compute and prefetch, read-ahead, the kernel's event buffer filling up, numba's cache folder and one kernel
+per policy.
 Every expected value is worked out in the comments, never printed by the code under test."""
 
 from __future__ import annotations
@@ -334,3 +335,18 @@ def test_numba_cache_folder_is_named_after_the_sources_inside_a_users_folder(tmp
     inside = folder(tmp_path)
     assert inside.parent == tmp_path and inside.name.startswith("numba-") and len(inside.name) == len("numba-") + 16
     assert folder(inside) == inside
+
+
+def test_a_policys_kernel_is_compiled_once_whatever_arrays_the_trace_gives(mixtral_trace, make_trace):
+    # Arrow hands a one-chunk column over without a copy, read-only; a column of several chunks, or rows held
+    # back from one batch for the next, come concatenated, writable; a trace without logits gets a stand-in.
+    # numba compiles a kernel for each kind of array it is given, so the reader makes them all read-only.
+    from simulator import kernel as kn
+
+    # nine rows: two row groups of the writer's seven, the second read after the first's last step held back
+    small = make_trace([(t, 0, [t % 3], [0.5, 1.0, 2.0, float(t)]) for t in range(9)], logits=True)
+    options = dict(vram_experts=2, ram_experts=3, per_layer=True)
+    for path, extra in [(small, {}), (small, dict(routing_bonus=0.5)), (mixtral_trace, {})]:
+        run(path, "fifo", "fast", **options, **extra)
+    kernels = [sig for sig in kn.replay.overloads if sig[0].instance_class.__name__ == "FIFOState"]
+    assert len(kernels) == 1

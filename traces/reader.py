@@ -42,13 +42,23 @@ class TraceArrays:
     def __len__(self) -> int:
         return len(self.request)
 
+    def frozen(self) -> TraceArrays:
+        """These arrays made read-only. A column Arrow hands over without a copy is read-only and a decoded or
+        concatenated one writable, and numba compiles a kernel for each (a replay kernel took 10-40 s to
+        compile, up to three times per policy): all read-only, each kernel is compiled once."""
+        for name in TraceArrays.__dataclass_fields__:
+            values = getattr(self, name)
+            if values is not None:
+                values.flags.writeable = False
+        return self
+
     @staticmethod
     def concat(parts: list[TraceArrays]) -> TraceArrays:
         def cat(name: str) -> np.ndarray | None:
             values = [getattr(p, name) for p in parts]
             return None if values[0] is None else np.concatenate(values)
 
-        return TraceArrays(**{name: cat(name) for name in TraceArrays.__dataclass_fields__})
+        return TraceArrays(**{name: cat(name) for name in TraceArrays.__dataclass_fields__}).frozen()
 
 
 @dataclass
@@ -149,7 +159,7 @@ class Trace:
             _check_range(arrays.step, 0, None, "step", where, "forward calls are numbered from 0")
             if (np.diff(arrays.step) < 0).any():
                 raise MoecacheError(f"{where}: column 'step' goes backwards; rows must be in execution order")
-        return arrays
+        return arrays.frozen()
 
 
 def _has_nan(values: np.ndarray) -> bool:
@@ -201,7 +211,7 @@ def _empty(meta: TraceMeta, logits: bool, lookahead: bool) -> TraceArrays:
         np.zeros((0, k), np.int16), np.zeros((0, k), np.float32),
         np.zeros((0, e), np.float16) if logits else None,
         np.zeros((0, k), np.int16) if lookahead else None,
-    )
+    ).frozen()
 
 
 def _phase_codes(column: pa.ChunkedArray, where: str) -> np.ndarray:
