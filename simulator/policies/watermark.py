@@ -20,7 +20,10 @@ both. This is the least credit overall, but it lets the fast rules cache each la
 candidate, which changes only when its layer runs, is hinted, or loses or gains a candidate (the
 current layer's also when the pins move), instead of scanning every resident per eviction. The fast
 rules keep every object's weight current and find a layer's least in passes over the keys' bits that
-vectorise (`scan`); every watermark moves once per token over contiguous credits (`fast_adapt`).
+vectorise (`scan`); with one partition for all layers they also keep each layer's candidate's credit
+current (all of them once per step, as the discounts move) and list the layers whose candidate is to
+be found again, so that an eviction scans those and takes the least of the credits, rather than
+visiting every layer; every watermark moves once per token over contiguous credits (`fast_adapt`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ ALPHA, ETA, LOOKAHEAD_WEIGHT = range(3)  # fast state floats
 STALE = -2  # a layer's least-weight candidate must be found again
 NONE = 1e300  # the weight of no candidate: finite, so that times a discount of 0 it stays a number
 NONE_BITS = np.float64(NONE).view(np.int64)  # its bits: weights are never negative, so bits order as values do
-MAX_ITERS, CURRENT, STEP, EXPERTS, LAYERS = range(5)  # fast state integers
+MAX_ITERS, CURRENT, STEP, EXPERTS, LAYERS, GLOBAL = range(6)  # fast state integers
 WatermarkState = state_class("WatermarkState", __name__, [
     ("p", np.ndarray),  # (n,) float64 EWMA of being chosen
     ("dens", np.ndarray),  # (2, n) float64 C/S over its mean, per tier
@@ -52,11 +55,13 @@ WatermarkState = state_class("WatermarkState", __name__, [
     ("key", np.ndarray),  # (2, n) float64 the weight of each candidate (resident and evictable) per tier, else NONE
     ("light", np.ndarray),  # (2, L) int64 each layer's least-weight candidate, -1 none, -2 to be found again
     ("lw", np.ndarray),  # (2, L) float64 its weight, NONE if none
-    ("lc", np.ndarray),  # (2, L) float64 scratch: its credit
+    ("lc", np.ndarray),  # (2, L) float64 its credit, NONE if none, kept current with one partition for all layers
+    ("todo", np.ndarray),  # (2, L) int64 with one partition: the layers whose lightest is to be found again
+    ("ntodo", np.ndarray),  # (2,) int64 how many there are
     ("seen", np.ndarray),  # (2,) int64 pin stamp under which the current layer's lightest was found, per tier
     ("hint_step", np.ndarray),  # (L,) int64 step at which each layer last had a hinted object
     ("credits", np.ndarray),  # (n,) float64 scratch: a partition's credits while its watermark adapts
-    ("par", np.ndarray),  # (5,) int64 integers above
+    ("par", np.ndarray),  # (6,) int64 integers above
 ])
 
 
@@ -177,10 +182,13 @@ class WatermarkCredit(Policy):
                               hinted=np.full(n, -1, np.int64), mark=np.full(n, -1, np.int64),
                               w=np.zeros((2, n)), key=np.full((2, n), NONE),
                               light=np.full((2, vram.num_layers), STALE, np.int64),
-                              lw=np.full((2, vram.num_layers), NONE), lc=np.zeros((2, vram.num_layers)),
+                              lw=np.full((2, vram.num_layers), NONE), lc=np.full((2, vram.num_layers), NONE),
+                              todo=np.tile(np.arange(vram.num_layers), (2, 1)),
+                              ntodo=np.full(2, vram.num_layers, np.int64),
                               seen=np.full(2, UNPINNED, np.int64),
                               hint_step=np.full(vram.num_layers, -1, np.int64), credits=np.zeros(n),
-                              par=np.array([params.max_iters, -1, -1, vram.num_experts, vram.num_layers], np.int64))
+                              par=np.array([params.max_iters, -1, -1, vram.num_experts, vram.num_layers,
+                                            not vram.per_layer], np.int64))
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -203,6 +211,16 @@ def fast_credit(ps, t, obj):
 
 
 @njit(cache=True, _nrt=False, inline="always")
+def forget(ps, t, layer):
+    """The layer's least-weight candidate in tier t is to be found again; with one partition, list the layer once."""
+    if ps.light[t, layer] != STALE:
+        ps.light[t, layer] = STALE
+        if ps.par[GLOBAL]:
+            ps.todo[t, ps.ntodo[t]] = layer
+            ps.ntodo[t] += 1
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def reweigh(ps, layer):
     """Weigh the layer's objects again from p (new, or its hints lapsed); its least-weight candidates are found
     again."""
@@ -214,7 +232,7 @@ def reweigh(ps, layer):
         for i in range(e):
             w[i] = p[i] * dens[i]
             key[i] = NONE if key[i] == NONE else w[i]
-        ps.light[t, layer] = STALE
+        forget(ps, t, layer)
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -253,6 +271,7 @@ def offer(ps, cs, t, obj):
             and not pinned(cs, t, obj):
         ps.light[t, layer] = obj
         ps.lw[t, layer] = w
+        ps.lc[t, layer] = w * discount(ps, layer)
 
 
 @njit(cache=True, _nrt=False)
@@ -280,7 +299,8 @@ def observe(ps, cs, step, layer, objs):
     new_token = layer <= ps.par[CURRENT]
     lapsed = ps.par[STEP]
     if ps.par[CURRENT] >= 0:  # its lightest were found without its pinned objects, pinned no more
-        ps.light[0, ps.par[CURRENT]] = ps.light[1, ps.par[CURRENT]] = STALE
+        forget(ps, 0, ps.par[CURRENT])
+        forget(ps, 1, ps.par[CURRENT])
     ps.par[CURRENT] = layer
     ps.par[STEP] = step
     for hinted in range(ps.hint_step.shape[0]):
@@ -294,6 +314,10 @@ def observe(ps, cs, step, layer, objs):
     for i in range(e):
         p[i] = (1.0 - alpha) * p[i] + (alpha if mark[i] == step else 0.0)
     reweigh(ps, layer)  # no hint is fused yet: they come after the accesses
+    if ps.par[GLOBAL]:  # every discount moved
+        for t in range(2):
+            for other in range(ps.par[LAYERS]):
+                ps.lc[t, other] = ps.lw[t, other] * discount(ps, other) if ps.light[t, other] >= 0 else NONE
     if new_token or step == 0:
         for t in range(tiers(cs)):
             for part in range(ps.lam.shape[1]):
@@ -311,7 +335,7 @@ def hint(ps, cs, step, layer, objs):
                 continue
             ps.key[t, obj] = ps.w[t, obj]
             if ps.light[t, obj // e] == obj:
-                ps.light[t, obj // e] = STALE
+                forget(ps, t, obj // e)
             else:
                 offer(ps, cs, t, obj)
 
@@ -326,44 +350,54 @@ def enter(ps, cs, t, obj, tick):
 def leave(ps, cs, t, obj):
     ps.key[t, obj] = NONE
     if ps.light[t, obj // ps.par[EXPERTS]] == obj:
-        ps.light[t, obj // ps.par[EXPERTS]] = STALE
+        forget(ps, t, obj // ps.par[EXPERTS])
 
 
 def above_watermark(ps, cs, t, obj):
     return fast_credit(ps, t, obj) > ps.lam[t, partition(cs, obj)]
 
 
-def lowest_credit(ps, cs, t, incoming):
-    """Each layer's lightest candidate (cached; the current layer's only while the pins stay), then the one of
-    least credit, the lowest layer (so the lowest id) on ties: the minimum and its holder come from integer
-    passes over the credits' bits, as in `scan`. Loops run over slices from 0, so that indices are known
-    not to wrap."""
-    e, current, stamp = ps.par[EXPERTS], ps.par[CURRENT], cs.scal[STAMP]
-    lo, hi = partition_range(cs, incoming)
-    first, end = lo // e, hi // e
-    light, lw, lc = ps.light[t, first:end], ps.lw[t, first:end], ps.lc[t, first:end]
-    for i in range(end - first):
-        if light[i] == STALE or (first + i == current and ps.seen[t] != stamp):
-            light[i], lw[i] = scan(ps, cs, t, first + i)
-            if first + i == current:
-                ps.seen[t] = stamp
-    split = min(max(current, first), end) - first  # layers from the current one on are 0.. ahead, the rest wrap
-    behind = ps.disc[ps.par[LAYERS] - current + first:]
-    for i in range(split):
-        lc[i] = lw[i] * behind[i] if light[i] >= 0 else NONE
-    ahead, light_a, lw_a, lc_a = ps.disc[first + split - current:], light[split:], lw[split:], lc[split:]
-    for i in range(end - first - split):
-        lc_a[i] = lw_a[i] * ahead[i] if light_a[i] >= 0 else NONE
+@njit(cache=True, _nrt=False, inline="always")
+def found_again(ps, cs, t, layer):
+    """Find the layer's lightest candidate in tier t again, and its credit under the current layer."""
+    ps.light[t, layer], ps.lw[t, layer] = scan(ps, cs, t, layer)
+    ps.lc[t, layer] = ps.lw[t, layer] * discount(ps, layer) if ps.light[t, layer] >= 0 else NONE
+    if layer == ps.par[CURRENT]:
+        ps.seen[t] = cs.scal[STAMP]
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def least_credit(light, lc, below):
+    """The lightest candidate of least credit (the lowest layer on ties) if under `below`, else -1: the minimum
+    and its holder come from integer passes over the credits' bits, as in `scan`."""
     bits = lc.view(np.int64)
     least = NONE_BITS
-    for i in range(end - first):
+    for i in range(bits.shape[0]):
         least = min(least, bits[i])
     if least == NONE_BITS:
         return -1
-    found = end - first
-    for i in range(end - first):
-        found = min(found, i if bits[i] == least else end - first)
-    return light[found] if lc[found] < fast_credit(ps, t, incoming) else -1
+    found = bits.shape[0]
+    for i in range(bits.shape[0]):
+        found = min(found, i if bits[i] == least else bits.shape[0])
+    return light[found] if lc[found] < below else -1
+
+
+def lowest_credit(ps, cs, t, incoming):
+    """Each layer's lightest candidate (cached; the current layer's only while the pins stay), then the one of
+    least credit, the lowest layer (so the lowest id) on ties."""
+    current, stamp = ps.par[CURRENT], cs.scal[STAMP]
+    if not ps.par[GLOBAL]:
+        layer = incoming // ps.par[EXPERTS]
+        if ps.light[t, layer] == STALE or (layer == current and ps.seen[t] != stamp):
+            found_again(ps, cs, t, layer)
+        best = ps.light[t, layer]
+        return best if best >= 0 and ps.lw[t, layer] * discount(ps, layer) < fast_credit(ps, t, incoming) else -1
+    for k in range(ps.ntodo[t]):
+        found_again(ps, cs, t, ps.todo[t, k])
+    ps.ntodo[t] = 0
+    if ps.seen[t] != stamp:
+        found_again(ps, cs, t, current)
+    return least_credit(ps.light[t], ps.lc[t], fast_credit(ps, t, incoming))
 
 
 register(WatermarkState, Rules(on_step=observe, on_hint=hint, on_insert=enter, on_remove=leave,
