@@ -1,6 +1,7 @@
 """The three ways to replay steps, behind one `run(steps, next uses, prefetch plan, step0, sink)`:
 the plain reference (policy objects), the numba kernel (every policy and mode), and the tight loop
-for plain demand caching. Each hands its events, a batch of whole steps at a time, to `sink`."""
+for plain demand caching. Each hands its events, a batch of whole steps at a time, to `sink`, as arrays of
+their own that the sink keeps (the accounting reads them on its thread while the driver goes on)."""
 
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ class KernelDriver:
             if stop == start:
                 raise RuntimeError(f"event buffer of {cs.ev.shape[1]} events cannot hold one step's")
             n = cs.scal[fast.N_EV]
-            sink((cs.ev[0, :n], cs.ev[1, :n].astype(np.int8), cs.ev[2, :n].astype(np.int32)), start, stop)
+            sink((cs.ev[0, :n].copy(), cs.ev[1, :n].astype(np.int8), cs.ev[2, :n].astype(np.int32)), start, stop)
             cs.scal[fast.N_EV] = 0
             start = stop
 
@@ -143,7 +144,7 @@ class DemandDriver:
                                  self.count, self.future, self.hk, self.ho, self.prev, self.next, self.scal, step0,
                                  start, steps.ptr, steps.objects, nexts, *self.events)
             n = self.scal[N_EV]
-            sink(tuple(a[:n] for a in self.events), start, stop)
+            sink(tuple(a[:n].copy() for a in self.events), start, stop)
             self.scal[N_EV] = 0
             start = stop
 

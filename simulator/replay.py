@@ -181,7 +181,6 @@ def simulate(path: Path | str, config: SimConfig, progress: Callable[[int, int],
             for steps, hints in ahead:
 
                 def sink(events, lo, hi, steps=steps, step0=step0):
-                    events = tuple(a.copy() for a in events)  # the driver reuses its buffer
                     if on_events is not None:
                         on_events(*(a.copy() for a in events))
                     accountant.add(events, step0, steps, lo, hi)
