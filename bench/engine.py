@@ -23,8 +23,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import dataclasses
-import pstats
 import os
+import pstats
 import shutil
 import sys
 import time
@@ -74,8 +74,8 @@ def measured_request(done, trace_path: Path, request: int) -> tuple[float, int, 
 LOOP_PARTS = ("iter_steps", "begin_step", "step", "finish_step", "account")  # the replay loop's per-step calls
 
 
-WAITS = ("acquire", "synchronize", "wait", "sleep", "preadv")  # where a thread waits rather than works: cProfile
-# (Python >= 3.12) profiles every thread, the NVMe reader's too
+# where a thread waits rather than works: since Python 3.12 cProfile profiles every thread, the NVMe reader's too
+WAITS = ("acquire", "synchronize", "wait", "sleep", "preadv")
 
 
 def print_host_profile(profile: cProfile.Profile, steps: int, wall: float) -> None:
@@ -83,12 +83,13 @@ def print_host_profile(profile: cProfile.Profile, steps: int, wall: float) -> No
     stats = pstats.Stats(profile)
     busy = sum(tottime for (_, _, name), (_, _, tottime, _, _) in stats.stats.items()
                if not any(w in name for w in WAITS))
-    print(f"\nthe all-resident run under cProfile (both requests, the first loading every expert): {wall / steps * 1e3:.3f} ms "
-          f"per layer step, of which the host is busy {busy / steps * 1e3:.3f} ms (waits on locks, events, streams and "
-          f"disk reads left out); per step, callees included:")
+    print(f"\nthe all-resident run under cProfile (both requests, the first loading every expert): "
+          f"{wall / steps * 1e3:.3f} ms per layer step, of which the host is busy {busy / steps * 1e3:.3f} ms "
+          f"(waits on locks, events, streams and disk reads left out); per step, callees included:")
     for (path, _, name), (_, _, _, cumulative, _) in stats.stats.items():
         if name in LOOP_PARTS and ("engine" in path or "simulator" in path):
-            print(f"  {Path(path).parent.name + '/' + Path(path).name + ':' + name:<40}{cumulative / steps * 1e3:8.3f} ms")
+            where = f"{Path(path).parent.name}/{Path(path).name}:{name}"
+            print(f"  {where:<40}{cumulative / steps * 1e3:8.3f} ms")
     stats.sort_stats("tottime").print_stats(15)
 
 
