@@ -20,7 +20,8 @@ from simulator.policies.base import TierView
 from simulator.steps import Steps
 from traces.reader import Trace
 
-EVENT_BUFFER = 1 << 20
+EVENT_BUFFER = 1 << 18  # events per kernel call, 6 MiB: 1 << 20 (24 MiB) made two-tier replays up to 1.3x slower,
+# likely as the events left the caches; a step's worst case (2 per object, 4 per access and hint) fits to 100k objects
 NO_LOGITS = np.zeros((1, 1), np.uint16)  # read-only, as a trace's logits are (`TraceArrays.frozen`): one kernel
 NO_LOGITS.flags.writeable = False
 
