@@ -150,7 +150,7 @@ def main() -> None:
         print(f"{name:<18}{hit_rate:>9.3f}{read / 1e6:>9.1f}{per_token * 1e3:>10.2f}ms{floor * 1e3:>10.2f}ms{per_token / floor:>8.2f}x   "
               f"{whole * 1e3:>18.2f}ms{predicted * 1e3:>10.2f}ms{(predicted - whole) / whole:>+8.1%}")
     if args.profile:
-        config = SimConfig(policy="lru", hardware=preset, ram_experts=everything, vram_experts=everything)
+        config = SimConfig(policy="lru", hardware=preset, ram_experts=everything, **runs["all resident"])
         profile = cProfile.Profile()
         profile.enable()
         done = replay(trace, checkpoint, config, options)

@@ -16,12 +16,12 @@ from simulator import events as ev
 from simulator.dlist import push_front, unlink
 from simulator.heap import sift_down, sift_up
 from simulator.jit import njit
-from simulator.policies.lfu import COUNT_SHIFT
 
 LRU, FIFO, LFU, BELADY = range(4)
 DEMAND_POLICIES = {"lru": LRU, "fifo": FIFO, "lfu": LFU, "belady": BELADY}  # the policies this loop knows
 # scalar state
 TICK, USED, HEAP_SIZE, N_EV = range(4)
+COUNT_SHIFT = 40  # LFU's heap key: count << 40 | tick, the order of (count, tick)
 
 
 @njit(cache=True)

@@ -1,8 +1,7 @@
 """Behaviour that hand-worked traces pin down: the cost model with nothing free, each prefetcher's hints,
 re-routing against brute force, LFU decay, watermark's terms, multi-layer policies, exclusive tiers with
-cpu-compute and prefetch, read-ahead, the kernel's event buffer filling up, numba's cache folder and one kernel
-per policy.
-Every expected value is worked out in the comments, never printed by the code under test."""
+cpu-compute and prefetch, read-ahead, the kernel's event buffer filling up, numba's cache folder and one
+kernel per policy. Every expected value is worked out in the comments, never printed by the code under test."""
 
 from __future__ import annotations
 

@@ -27,7 +27,6 @@ from simulator.policies import queues
 from simulator.policies.base import KeyedPolicy, TierView, check_range
 from simulator.policies.fast import Rules, partition, register, state_class, tiers
 
-COUNT_SHIFT = 40  # the demand loop's LFU key (`simulator.demand_kernel`): count << 40 | tick, the order of (count, tick)
 FREE_TOP, DECAY_EVERY, STEPS_SEEN = 0, 2, 3  # par: free stack tops of tiers 0 and 1, then these
 LFUState = state_class("LFUState", __name__, [
     ("prev", np.ndarray),  # (2, n + B) int64: dlist links of objects and bucket sentinels (bucket b: node n + b)
