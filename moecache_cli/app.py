@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import sys
 
 import typer
@@ -105,5 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def console() -> int:
+    """The `moecache` script: `main`, with what exists before and after it frozen out of the cyclic collector,
+    since it lives until the process ends. The collections during a command and the full one at exit then
+    skip the imported libraries' objects (numba's registries above all): 0.03 s of `--help`, 0.14 s of a
+    small `simulate`. Not in `main`, which tests call many times in one process."""
+    gc.freeze()
+    try:
+        return main()
+    finally:
+        gc.freeze()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())
