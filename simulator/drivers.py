@@ -1,7 +1,9 @@
 """The three ways to replay steps, behind one `run(steps, next uses, prefetch plan, step0, sink)`:
 the plain reference (policy objects), the numba kernel (every policy and mode), and the tight loop
-for plain demand caching. Each hands its events, a batch of whole steps at a time, to `sink`, as arrays of
-their own that the sink keeps (the accounting reads them on its thread while the driver goes on)."""
+for plain demand caching. Each hands its events, a batch of whole steps at a time, to `sink`. The fast
+drivers write them into two sets of arrays in turn (`EventBuffers`), so a batch is the sink's to read until
+the sink returns from the batch after it: the accounting reads one batch on its thread while the driver
+fills the other set, and waits for that batch before it takes the next."""
 
 from __future__ import annotations
 
@@ -20,10 +22,25 @@ from simulator.policies.base import TierView
 from simulator.steps import Steps
 from traces.reader import Trace
 
-EVENT_BUFFER = 1 << 18  # events per kernel call, 6 MiB: 1 << 20 (24 MiB) made two-tier replays up to 1.3x slower,
+EVENT_BUFFER = 1 << 18  # events per kernel call, 3.25 MiB: 1 << 20 made two-tier replays up to 1.3x slower,
 # likely as the events left the caches; a step's worst case (2 per object, 4 per access and hint) fits to 100k objects
 NO_LOGITS = np.zeros((1, 1), np.uint16)  # read-only, as a trace's logits are (`TraceArrays.frozen`): one kernel
 NO_LOGITS.flags.writeable = False
+
+
+class EventBuffers:
+    """Two sets of event arrays (step int64, kind int8, object int32), handed out in turn; no copies between
+    the kernel and the accounting."""
+
+    def __init__(self) -> None:
+        n = EVENT_BUFFER
+        self.sets = [(np.zeros(n, np.int64), np.zeros(n, np.int8), np.zeros(n, np.int32)) for _ in range(2)]
+        self.turn = 0
+
+    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The set the sink is done with: not the one of the batch handed to it last."""
+        self.turn ^= 1
+        return self.sets[self.turn]
 
 
 def tier_views(trace: Trace, sizes: np.ndarray, hw: Hardware, resolved: Resolved,
@@ -80,26 +97,29 @@ class KernelDriver:
         part[fast.CAP] = cache.vram
         if cache.ram is not None:
             part[fast.CAP + 1] = cache.ram
-        self.core = fast.CoreState(cfg=cfg, scal=np.zeros(3, np.int64), obj=obj, part=part,
-                                   ev=np.zeros((3, EVENT_BUFFER), np.int64),
+        self.buffers = EventBuffers()
+        ev_step, ev_kind, ev_obj = self.buffers.sets[0]
+        self.core = fast.CoreState(cfg=cfg, scal=np.zeros(3, np.int64), obj=obj, part=part, ev_step=ev_step,
+                                   ev_kind=ev_kind, ev_obj=ev_obj,
                                    fl=np.array([cache.routing_bonus or 0.0, 0.0, 0.0, 0.0]))
         self.policy = policy_class(config.policy).fast_state(params, vram, ram)
 
     def run(self, steps: Steps, acc_next: np.ndarray | None, prefetch: tuple[np.ndarray, np.ndarray], step0: int,
             sink: Callable[[tuple[np.ndarray, np.ndarray, np.ndarray], int, int], None]) -> None:
-        cs = self.core
         rows = steps.rows
         logits = bits(rows.logits) if rows.logits is not None else NO_LOGITS
         nexts = acc_next if acc_next is not None else np.zeros(1, np.int64)
         start = 0
         while start < len(steps):
+            events = self.buffers.take()
+            cs = self.core._replace(ev_step=events[0], ev_kind=events[1], ev_obj=events[2])
             stop = kn.replay(self.policy, cs, step0, start, steps.layer, steps.ptr, steps.objects, steps.row_ptr,
                              rows.experts, logits, nexts, prefetch[0], prefetch[1])
             if stop == start:
-                raise RuntimeError(f"event buffer of {cs.ev.shape[1]} events cannot hold one step's")
+                raise RuntimeError(f"event buffer of {len(events[0])} events cannot hold one step's")
             n = cs.scal[fast.N_EV]
-            sink((cs.ev[0, :n].copy(), cs.ev[1, :n].astype(np.int8), cs.ev[2, :n].astype(np.int32)), start, stop)
             cs.scal[fast.N_EV] = 0
+            sink(tuple(a[:n] for a in events), start, stop)
             start = stop
 
     @property
@@ -126,8 +146,7 @@ class DemandDriver:
         self.prev = np.full(n + 1, n, np.int32)  # circular list with sentinel n, empty
         self.next = np.full(n + 1, n, np.int32)
         self.scal = np.zeros(4, np.int64)
-        self.events = (np.zeros(EVENT_BUFFER, np.int64), np.zeros(EVENT_BUFFER, np.int8),
-                       np.zeros(EVENT_BUFFER, np.int32))
+        self.buffers = EventBuffers()
 
     @staticmethod
     def handles(config: SimConfig, params: object, resolved: Resolved) -> bool:
@@ -141,12 +160,13 @@ class DemandDriver:
         nexts = acc_next if acc_next is not None else np.zeros(1, np.int64)
         start = 0
         while start < len(steps):
+            events = self.buffers.take()
             stop = demand_replay(self.policy, self.bypass, self.capacity, self.sizes, self.resident, self.key,
                                  self.count, self.future, self.hk, self.ho, self.prev, self.next, self.scal, step0,
-                                 start, steps.ptr, steps.objects, nexts, *self.events)
+                                 start, steps.ptr, steps.objects, nexts, *events)
             n = self.scal[N_EV]
-            sink(tuple(a[:n].copy() for a in self.events), start, stop)
             self.scal[N_EV] = 0
+            sink(tuple(a[:n] for a in events), start, stop)
             start = stop
 
     routing = np.zeros(3)

@@ -86,9 +86,9 @@ for _stub in (on_step, on_hint, on_hit, on_insert, on_remove, admit, victim):
 @njit(cache=True, _nrt=False, inline="always")
 def _emit(cs, step, kind, obj):
     i = cs.scal[N_EV]
-    cs.ev[0, i] = step
-    cs.ev[1, i] = kind
-    cs.ev[2, i] = obj
+    cs.ev_step[i] = step
+    cs.ev_kind[i] = kind
+    cs.ev_obj[i] = obj
     cs.scal[N_EV] = i + 1
 
 
@@ -266,7 +266,7 @@ def replay(ps, cs, step0, start, layer, ptr, objects, row_ptr, row_experts, row_
            plan_objects):
     """Replay steps from `start` until done or the event buffer runs short; returns the next step."""
     steps = layer.shape[0]
-    room = cs.ev.shape[1]
+    room = cs.ev_step.shape[0]
     n = cs.obj.shape[1]
     chosen = np.empty(row_experts.shape[1], np.int16)
     kept = np.empty(row_experts.shape[1], np.float64)

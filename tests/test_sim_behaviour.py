@@ -298,8 +298,8 @@ def test_kernel_resumes_when_its_event_buffer_fills(mixtral_trace, monkeypatch, 
     monkeypatch.setattr(drivers, "EVENT_BUFFER", 600)
     in_parts, seen = run(mixtral_trace, "lru", "fast", **options)
     assert len(whole) > 1500 and seen == whole
-    # the accounting adds up each batch on its thread while the kernel fills the next: the batches it is handed
-    # are its own, so the sums are the reference's
+    # the accounting adds up each batch on its thread while the kernel fills the other set of event arrays,
+    # which the accounting is done with: the sums are the reference's
     assert in_parts == result
 
 

@@ -41,7 +41,9 @@ class CoreState(NamedTuple):
     obj: np.ndarray  # (OBJ_ROWS, n) int64: size, resident in VRAM / RAM, pin stamp, next use (Belady), re-routing's
     # set stamp
     part: np.ndarray  # (4, P) int64: capacity of VRAM, RAM; bytes used in VRAM, RAM
-    ev: np.ndarray  # (3, EVENTS) int64: step, kind, object of each buffered event
+    ev_step: np.ndarray  # (EVENTS,) int64: step of each buffered event
+    ev_kind: np.ndarray  # (EVENTS,) int8: its kind (simulator.events)
+    ev_obj: np.ndarray  # (EVENTS,) int32: its object
     fl: np.ndarray  # (4,) float64: routing bonus; routing changed steps, tokens, weight lost
 
 
