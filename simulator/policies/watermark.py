@@ -280,17 +280,21 @@ def fast_adapt(ps, cs, t, part):
     lo, hi = partition_range(cs, part * e)
     capacity = float(cs.part[CAP + t, part])
     credits, sizes = ps.credits[lo:hi], cs.obj[SIZE, lo:hi]
-    for layer in range(lo // e, hi // e):  # credits stay fixed while the watermark moves: computed once
-        d = discount(ps, layer)
-        w, out = ps.w[t, layer * e:(layer + 1) * e], credits[layer * e - lo:]
+    lam = ps.lam[t, part]
+    demand = 0
+    for layer in range(lo // e, hi // e):  # credits stay fixed while the watermark moves: computed once, with
+        d = discount(ps, layer)  # the first step's demand (1.7 steps a token on average)
+        w, out, size = ps.w[t, layer * e:(layer + 1) * e], credits[layer * e - lo:], sizes[layer * e - lo:]
         for i in range(e):
             out[i] = w[i] * d
-    for _ in range(ps.par[MAX_ITERS]):
-        demand = 0
-        lam = ps.lam[t, part]
-        for i in range(hi - lo):
-            demand += sizes[i] if credits[i] > lam else 0
-        ps.lam[t, part] = max(0.0, lam + ps.fp[ETA] * (demand - capacity) / capacity)
+            demand += size[i] if out[i] > lam else 0
+    for iteration in range(ps.par[MAX_ITERS]):
+        if iteration:
+            demand = 0
+            for i in range(hi - lo):
+                demand += sizes[i] if credits[i] > lam else 0
+        lam = max(0.0, lam + ps.fp[ETA] * (demand - capacity) / capacity)
+        ps.lam[t, part] = lam
         if demand <= capacity:
             break
 
