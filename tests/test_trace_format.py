@@ -175,6 +175,7 @@ def test_trace_info_cli_reports_and_fails_cleanly(tmp_path, run_cli):
     ("layer", 7, r"column 'layer' holds 7, outside 0\.\.1"),
     ("layer", None, "column 'layer' has null rows"),
     ("experts", [1], "lists of length 1, expected 2"),
+    ("experts", None, "column 'experts' has null rows"),
 ])
 def test_every_command_refuses_a_bad_row_naming_file_row_group_and_column(tmp_path, run_cli, column, value,
                                                                             message):
@@ -201,6 +202,18 @@ def test_every_command_refuses_a_bad_row_naming_file_row_group_and_column(tmp_pa
             run_cli(command[0], bad, *command[1:])
         assert code == 2 and err.count("\n") == 1, (command, err)
         assert f"{bad} (row group 1): " in err and re.search(message, err), (command, err)
+
+
+def test_list_columns_become_matrices_from_slices_and_nulls_fill_only_where_allowed():
+    from traces.reader import _matrix
+
+    lists = pa.array([[1, 2], [3, 4], None, [5, 6], [7, 8]], pa.list_(pa.int16()))
+    column = pa.chunked_array([lists.slice(3), lists.slice(0, 2)])  # slices start inside their lists' values
+    assert _matrix(column, 2, np.int16, "experts", "w").tolist() == [[5, 6], [7, 8], [1, 2], [3, 4]]
+    filled = _matrix(pa.chunked_array([lists.slice(1, 3)]), 2, np.int16, "lookahead", "w", fill_nulls=-1)
+    assert filled.tolist() == [[3, 4], [-1, -1], [5, 6]]
+    with pytest.raises(MoecacheError, match="column 'experts' has null rows"):
+        _matrix(pa.chunked_array([lists.slice(1, 3)]), 2, np.int16, "experts", "w")
 
 
 def test_logits_nan_check_matches_numpy_for_every_float16():
