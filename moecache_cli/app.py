@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 def console() -> int:
     """The `moecache` script: `main`, with what exists before and after it frozen out of the cyclic collector,
     since it lives until the process ends. The collections during a command and the full one at exit then
-    skip the imported libraries' objects (numba's registries above all): 0.03 s of `--help`, 0.14 s of a
+    skip the imported libraries' objects (numba's registries above all): 0.03 s of `--help`, 0.15 s of a
     small `simulate`. Not in `main`, which tests call many times in one process."""
     gc.freeze()
     try:

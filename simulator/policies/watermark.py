@@ -283,7 +283,7 @@ def fast_adapt(ps, cs, t, part):
     lam = ps.lam[t, part]
     demand = 0
     for layer in range(lo // e, hi // e):  # credits stay fixed while the watermark moves: computed once, with
-        d = discount(ps, layer)  # the first step's demand (1.7 steps a token on average)
+        d = discount(ps, layer)  # the first step's demand (1.7 steps per adaptation on a Qwen3-shaped trace)
         w, out, size = ps.w[t, layer * e:(layer + 1) * e], credits[layer * e - lo:], sizes[layer * e - lo:]
         for i in range(e):
             out[i] = w[i] * d
