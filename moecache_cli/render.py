@@ -34,16 +34,32 @@ def key_values(title: str, rows: Sequence[tuple[str, object]]) -> None:
 def grid(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], compact: bool = False,
          whole: bool = False) -> None:
     """A table with a left-aligned first column; `compact` uses light borders to fit 80 columns; `whole`
-    prints it at its natural width even where the terminal is narrower (nothing cut)."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
-                  pad_edge=not compact)
-    for i, name in enumerate(columns):
-        table.add_column(name, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*[fmt(v) for v in row])
+    prints it at its natural width even where the terminal is narrower (nothing cut). Where it is too wide,
+    the headers wrap at their spaces first (each column as wide as its widest value or header word, light
+    borders, one space between columns and none at the edges), and only then does Rich cut."""
+    cells = [[fmt(v) for v in row] for row in rows]
+    table = _grid_table(title, columns, cells, compact)
     natural = Measurement.get(console, console.options.update_width(1 << 16), table).maximum
-    out = Console(width=natural) if whole and natural > console.width else console
-    out.print(table)
+    if natural > console.width and whole:
+        Console(width=natural).print(table)
+        return
+    if natural > console.width:
+        widths = [max([len(word) for word in name.split()] + [len(row[i]) for row in cells])
+                  for i, name in enumerate(columns)]
+        table = _grid_table(title, columns, cells, compact, widths)
+    console.print(table)
+
+
+def _grid_table(title: str, columns: Sequence[str], cells: list[list[str]], compact: bool,
+                widths: Sequence[int | None] | None = None) -> Table:
+    narrow = widths is not None
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD if compact or narrow else box.HEAVY_HEAD,
+                  pad_edge=not compact and not narrow, show_edge=not narrow, collapse_padding=narrow)
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="left" if i == 0 else "right", width=widths[i] if narrow else None)
+    for row in cells:
+        table.add_row(*row)
+    return table
 
 
 def fmt(value: object) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -32,6 +33,22 @@ def test_every_run_of_the_sweep_is_a_row_and_no_policy_beats_the_bound(run_cli, 
     lru = [r["hit_rate"] for r in sorted((r for r in table if r["policy"] == "lru"), key=lambda r: r["vram_bytes"])]
     assert lru == sorted(lru) and lru[0] < lru[-1]
     assert "best" in stdout and "results:" in stdout
+
+
+def test_the_summary_fits_80_columns_with_every_value_whole(run_cli, tmp_path, monkeypatch):
+    from moecache_cli import render
+
+    monkeypatch.setattr(render.console, "_width", 80)
+    other = tmp_path / "another-trace.parquet"
+    shutil.copy(SAMPLE, other)  # two traces and two prefetchers: every column of the summary is shown
+    code, stdout, err = run_cli("compare", SAMPLE, other, "-p", "lru", "-p", "watermark", "--prefetch", "none",
+                                "--prefetch", "transitions", "--vram-active", "1,2", "--no-report", "-o",
+                                tmp_path / "cmp", "--workers", "1", "--quiet")
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert "…" not in stdout and max(len(line) for line in lines) <= 80
+    assert sum(line.split()[:1] == ["another-trace"] and "transitions" in line.split() for line in lines) == 2
+    assert any("Belady" in line.split() for line in lines)  # the header wrapped at its space instead
 
 
 def test_json_has_the_runs_and_the_best_policy_per_budget(run_cli, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -55,3 +56,16 @@ def test_stats_cli_json_and_table(hand_trace, run_cli):
     assert code == 0 and json.loads(out)["stats"][0]["repeat_rate"] == pytest.approx(1 / 3)
     code, out, _ = run_cli("traces", "stats", hand_trace.path, "--layers")
     assert code == 0 and "repeat_rate" in out and "per layer" in out
+
+
+def test_three_traces_fit_80_columns_with_every_name_whole(hand_trace, run_cli, tmp_path, monkeypatch):
+    from moecache_cli import render
+
+    monkeypatch.setattr(render.console, "_width", 80)
+    paths = [tmp_path / f"{name}.parquet" for name in ("tiny", "gsm8k", "mixtral-synth")]
+    for path in paths:
+        shutil.copy(hand_trace.path, path)
+    code, out, _ = run_cli("traces", "stats", *paths)
+    lines = out.splitlines()
+    assert code == 0 and "…" not in out and max(len(line) for line in lines) <= 80
+    assert any(line.split()[:1] == ["next_layer_top1_independent"] for line in lines)  # cut at 80 before
