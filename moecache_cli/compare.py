@@ -131,7 +131,8 @@ def command(
             if ray is not None:
                 execute_ray(todo, ray, keep)
             else:
-                execute(todo, workers or default_workers(), keep)
+                execute(todo, workers or default_workers(), keep,
+                        on_compile=None if quiet or json_out else render.say_compiling)
         except KeyboardInterrupt:
             raise MoecacheError(f"interrupted; {len(records)} of {len(runs)} runs are kept in {results_path} "
                                 "(--resume runs the others)") from None

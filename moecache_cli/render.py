@@ -114,24 +114,14 @@ COMPILING = "compiling kernels (a policy's first run on this machine: 15-50 s)"
 def compile_notice(enabled: bool = True) -> Iterator[None]:
     """One line on stderr when numba starts compiling (it announces a compile, not a load from its disk
     cache), so that a first run's silent tens of seconds say why."""
-    if not enabled:
+    from simulator.jit import on_first_compile
+
+    with on_first_compile(say_compiling if enabled else None):
         yield
-        return
-    from numba.core import event
 
-    class Notice(event.Listener):
-        said = False
 
-        def on_start(self, _event: object) -> None:
-            if not self.said:
-                self.said = True
-                err_console.print(f"moecache: {COMPILING}", style="dim")
-
-        def on_end(self, _event: object) -> None:
-            pass
-
-    with event.install_listener("numba:compile", Notice()):
-        yield
+def say_compiling() -> None:
+    err_console.print(f"moecache: {COMPILING}", style="dim")
 
 
 @contextmanager

@@ -14,9 +14,12 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numba
+from numba.core import event
 from numba.core.errors import NumbaIRAssumptionWarning
 
 
@@ -39,3 +42,32 @@ os.environ["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR = str(_cache_dir())
 warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning)
 
 njit = numba.njit
+
+
+class FirstCompile(event.Listener):
+    """Calls `said()` once, when numba first starts compiling in this process: it announces a compile, not a
+    load from its disk cache, so a first run's silent tens of seconds can say why."""
+
+    def __init__(self, said: Callable[[], None]) -> None:
+        self.said: Callable[[], None] | None = said
+
+    def on_start(self, _event: object) -> None:
+        if self.said is not None:
+            said, self.said = self.said, None
+            said()
+
+    def on_end(self, _event: object) -> None:
+        pass
+
+
+COMPILE_EVENT = "numba:compile"
+
+
+@contextmanager
+def on_first_compile(said: Callable[[], None] | None) -> Iterator[None]:
+    """`said()` once if numba starts compiling within the block (nothing to listen for when None)."""
+    if said is None:
+        yield
+        return
+    with event.install_listener(COMPILE_EVENT, FirstCompile(said)):
+        yield

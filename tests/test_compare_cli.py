@@ -51,6 +51,17 @@ def test_the_summary_fits_80_columns_with_every_value_whole(run_cli, tmp_path, m
     assert any("Belady" in line.split() for line in lines)  # the header wrapped at its space instead
 
 
+def test_a_sweep_whose_workers_compile_says_so_once(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))  # the workers find no kernel on disk
+    code, _, err = run_cli("compare", SAMPLE, "-p", "fifo", "--vram-active", "1,2", *DEMAND, "--no-bound",
+                           "--no-report", "-o", tmp_path / "cmp", "--workers", "2")
+    assert code == 0, err
+    assert err.count("compiling kernels") == 1  # two workers compile, one line says it
+    code, _, err = run_cli("compare", SAMPLE, "-p", "fifo", "--vram-active", "1,2", *DEMAND, "--no-bound",
+                           "--no-report", "-o", tmp_path / "again", "--workers", "2")
+    assert code == 0 and "compiling" not in err  # loaded from the disk cache this time
+
+
 def test_json_has_the_runs_and_the_best_policy_per_budget(run_cli, tmp_path):
     code, stdout, err = run_cli("compare", SAMPLE, "-p", "lru", "-p", "lfu", "--vram-active", "0.5,1", *DEMAND,
                                 "-o", tmp_path / "cmp", "--workers", "1", "--json")
