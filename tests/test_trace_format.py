@@ -216,6 +216,24 @@ def test_list_columns_become_matrices_from_slices_and_nulls_fill_only_where_allo
         _matrix(pa.chunked_array([lists.slice(1, 3)]), 2, np.int16, "experts", "w")
 
 
+def test_every_array_a_trace_hands_out_is_read_only(tmp_path):
+    # numba compiles a kernel per kind of array: decoded (phase, matrices), zero-copy, joined and empty arrays
+    # must all be read-only, or a policy's replay kernel is compiled up to three times
+    from traces.model_specs import load_spec
+    from traces.synth import SynthParams, synthesize
+
+    path = tmp_path / "t.parquet"
+    synthesize(load_spec("mixtral-8x7b"), path, SynthParams(requests=2, prompt_tokens=3, decode_tokens=5,
+                                                            logits=True, lookahead_accuracy=0.8))
+    trace = open_trace(path)
+    parts = list(trace.iter_arrays(logits=True, lookahead=True))
+    for arrays in [*parts, trace.arrays(logits=True, lookahead=True), reader.TraceArrays.concat(parts),
+                   reader._empty(trace.meta, True, True)]:
+        names = [name for name in reader.TraceArrays.__dataclass_fields__ if getattr(arrays, name) is not None]
+        assert {"phase", "experts", "logits", "lookahead", "weights"} <= set(names)
+        assert [name for name in names if getattr(arrays, name).flags.writeable] == []
+
+
 def test_logits_nan_check_matches_numpy_for_every_float16():
     from traces.reader import _has_nan
 
