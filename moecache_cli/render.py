@@ -51,7 +51,7 @@ def grid(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], c
 
 
 def _grid_table(title: str, columns: Sequence[str], cells: list[list[str]], compact: bool,
-                widths: Sequence[int | None] | None = None) -> Table:
+                widths: Sequence[int] | None = None) -> Table:
     narrow = widths is not None
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD if compact or narrow else box.HEAVY_HEAD,
                   pad_edge=not compact and not narrow, show_edge=not narrow, collapse_padding=narrow)
