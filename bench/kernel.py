@@ -5,12 +5,13 @@ lookahead column) replayed in process by `simulate` (reading, steps, replay and 
 compiled beforehand) for every policy of the registry in each mode below. Ratios: to the demand loop's LRU
 (`simulator.demand_kernel`, the fastest path, same trace) and, in the demand mode, to libCacheSim's own
 policy in process on the same request stream (its binary trace written beforehand, not timed). Then whole
-processes, `moecache simulate` as a user runs it in the two-tier per-layer mode, with each process's own
-peak RSS. Every figure is the best of `--repeat` runs (default 3): on a shared machine a single run can be
-several times slower than the next. Targets (issue 9): >= 5 M accesses/s in every mode, within about 2x of
-the demand loop.
+processes, `moecache simulate` as a user runs it, in the demand and two-tier per-layer modes (`--whole-modes
+all`: every mode), with each process's own peak RSS and the ratio to the demand loop's LRU as a process.
+Every figure is the best of `--repeat` runs (default 3): on a shared machine a single run can be several
+times slower than the next. Targets (issue 9): >= 5 M accesses/s in every mode, within about 2x of the
+demand loop.
 Run: .venv/bin/python bench/kernel.py [--requests 128] [--trace PATH] [--policies lru,arc] [--modes ...]
-     [--repeat 3]
+     [--repeat 3] [--whole-modes all]
 """
 
 from __future__ import annotations
@@ -36,18 +37,20 @@ from traces.synth import SynthParams, synthesize
 
 HW = load_hardware("h100-pcie5")
 TWO_TIERS = dict(per_layer=True, vram_experts=32, ram_experts=64)
+TWO_TIER_FLAGS = ["--per-layer", "--vram-experts", "32", "--ram-experts", "64"]
 MODES = {  # name: (SimConfig options, the same as simulate flags)
     "demand": (dict(vram_experts=3072, ram_bytes=0), ["--global", "--vram-experts", "3072", "--ram", "0"]),
-    "two-tier per-layer": (TWO_TIERS, ["--per-layer", "--vram-experts", "32", "--ram-experts", "64"]),
+    "two-tier per-layer": (TWO_TIERS, TWO_TIER_FLAGS),
     "two-tier global": (dict(vram_experts=1536, ram_experts=3072), ["--global", "--vram-experts", "1536",
                                                                      "--ram-experts", "3072"]),
-    "exclusive": (dict(TWO_TIERS, inclusive=False), []),
-    "cpu-compute": (dict(TWO_TIERS, cpu_compute=True), []),
-    "prefetch lookahead": (dict(TWO_TIERS, prefetch="lookahead"), []),
-    "prefetch transitions": (dict(TWO_TIERS, prefetch="transitions"), []),
-    "prefetch affinity": (dict(TWO_TIERS, prefetch="affinity"), []),
-    "routing bonus": (dict(TWO_TIERS, routing_bonus=0.5), []),
+    "exclusive": (dict(TWO_TIERS, inclusive=False), [*TWO_TIER_FLAGS, "--exclusive"]),
+    "cpu-compute": (dict(TWO_TIERS, cpu_compute=True), [*TWO_TIER_FLAGS, "--cpu-compute"]),
+    "prefetch lookahead": (dict(TWO_TIERS, prefetch="lookahead"), [*TWO_TIER_FLAGS, "--prefetch", "lookahead"]),
+    "prefetch transitions": (dict(TWO_TIERS, prefetch="transitions"), [*TWO_TIER_FLAGS, "--prefetch", "transitions"]),
+    "prefetch affinity": (dict(TWO_TIERS, prefetch="affinity"), [*TWO_TIER_FLAGS, "--prefetch", "affinity"]),
+    "routing bonus": (dict(TWO_TIERS, routing_bonus=0.5), [*TWO_TIER_FLAGS, "--routing-bonus", "0.5"]),
 }
+WHOLE_MODES = "demand,two-tier per-layer"  # whole processes by default; --whole-modes all for every mode
 LIBCACHESIM = {"lru": "LRU", "fifo": "FIFO", "lfu": "LFU", "belady": "Belady", "s3fifo": "S3FIFO", "arc": "ARC"}
 
 
@@ -108,10 +111,14 @@ def main() -> None:
     parser.add_argument("--policies", default=",".join(REGISTRY))
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is printed")
+    parser.add_argument("--whole-modes", default=WHOLE_MODES, help="modes timed as whole processes too, or all")
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     policies, modes = args.policies.split(","), args.modes.split(",")
+    whole_modes = list(MODES) if args.whole_modes == "all" else args.whole_modes.split(",")
+    if unknown := set(modes + whole_modes) - set(MODES):
+        parser.error(f"unknown modes {sorted(unknown)}; choose from {list(MODES)}")
     with tempfile.TemporaryDirectory(prefix="moecache-bench-") as tmp:
         folder = Path(tmp)
         path = args.trace
@@ -152,15 +159,25 @@ def main() -> None:
                     theirs = f"{lcs_rate / 1e6:16.2f} {rate / lcs_rate:8.2f}x{same}"
                 print(f"{mode:22} {policy:10} {rate / 1e6:8.2f} {rate / loop_rate:5.2f}x {theirs}", flush=True)
         moecache = Path(sys.executable).with_name("moecache")
-        print("\nwhole processes, `moecache simulate` (start-up, imports, reading, replay, accounting):")
-        print(f"{'mode':22} {'policy':10} {'seconds':>8} {'M acc/s':>8} {'peak RSS MiB':>13}")
-        for mode in ("demand", "two-tier per-layer"):
+
+        def process(policy: str, mode: str) -> tuple[float, float]:
+            """(least seconds, greatest peak RSS in MiB) of `repeat` whole `moecache simulate` processes."""
+            runs = [whole_process([str(moecache), "simulate", str(path), "-p", policy, *MODES[mode][1], "--no-bound",
+                                   "--json"]) for _ in range(args.repeat)]
+            assert json.loads(runs[0][2])["runs"][0]["accesses"] == accesses
+            return min(run[0] for run in runs), max(run[1] for run in runs)
+
+        loop_seconds, _ = process("lru", "demand")
+        print("\nwhole processes, `moecache simulate` (start-up, imports, reading, replay, accounting); /loop against "
+              f"the demand loop's LRU as a whole process ({loop_seconds:.2f} s):")
+        print(f"{'mode':22} {'policy':10} {'seconds':>8} {'M acc/s':>8} {'/loop':>6} {'peak RSS MiB':>13}")
+        for mode in whole_modes:
             for policy in policies:
-                runs = [whole_process([str(moecache), "simulate", str(path), "-p", policy, *MODES[mode][1],
-                                       "--no-bound", "--json"]) for _ in range(args.repeat)]
-                seconds, rss, out = min(runs)[0], max(run[1] for run in runs), runs[0][2]
-                assert json.loads(out)["runs"][0]["accesses"] == accesses
-                print(f"{mode:22} {policy:10} {seconds:8.2f} {accesses / seconds / 1e6:8.2f} {rss:13.0f}", flush=True)
+                if policy == "belady" and "routing_bonus" in MODES[mode][0]:
+                    continue
+                seconds, rss = process(policy, mode)
+                print(f"{mode:22} {policy:10} {seconds:8.2f} {accesses / seconds / 1e6:8.2f} "
+                      f"{loop_seconds / seconds:5.2f}x {rss:13.0f}", flush=True)
         print(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
