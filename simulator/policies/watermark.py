@@ -211,6 +211,12 @@ def fast_credit(ps, t, obj):
 
 
 @njit(cache=True, _nrt=False, inline="always")
+def light_credit(ps, t, layer):
+    """The credit of the layer's lightest candidate in tier t under the current layer, NONE if it has none."""
+    return ps.lw[t, layer] * discount(ps, layer) if ps.light[t, layer] >= 0 else NONE
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def forget(ps, t, layer):
     """The layer's least-weight candidate in tier t is to be found again; with one partition, list the layer once."""
     if ps.light[t, layer] != STALE:
@@ -321,7 +327,7 @@ def observe(ps, cs, step, layer, objs):
     if ps.par[GLOBAL]:  # every discount moved
         for t in range(2):
             for other in range(ps.par[LAYERS]):
-                ps.lc[t, other] = ps.lw[t, other] * discount(ps, other) if ps.light[t, other] >= 0 else NONE
+                ps.lc[t, other] = light_credit(ps, t, other)
     if new_token or step == 0:
         for t in range(tiers(cs)):
             for part in range(ps.lam.shape[1]):
@@ -365,7 +371,7 @@ def above_watermark(ps, cs, t, obj):
 def found_again(ps, cs, t, layer):
     """Find the layer's lightest candidate in tier t again, and its credit under the current layer."""
     ps.light[t, layer], ps.lw[t, layer] = scan(ps, cs, t, layer)
-    ps.lc[t, layer] = ps.lw[t, layer] * discount(ps, layer) if ps.light[t, layer] >= 0 else NONE
+    ps.lc[t, layer] = light_credit(ps, t, layer)
     if layer == ps.par[CURRENT]:
         ps.seen[t] = cs.scal[STAMP]
 
@@ -394,8 +400,7 @@ def lowest_credit(ps, cs, t, incoming):
         layer = incoming // ps.par[EXPERTS]
         if ps.light[t, layer] == STALE or (layer == current and ps.seen[t] != stamp):
             found_again(ps, cs, t, layer)
-        best = ps.light[t, layer]
-        return best if best >= 0 and ps.lw[t, layer] * discount(ps, layer) < fast_credit(ps, t, incoming) else -1
+        return ps.light[t, layer] if light_credit(ps, t, layer) < fast_credit(ps, t, incoming) else -1
     for k in range(ps.ntodo[t]):
         found_again(ps, cs, t, ps.todo[t, k])
     ps.ntodo[t] = 0
