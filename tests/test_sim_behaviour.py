@@ -342,8 +342,8 @@ def test_a_policys_kernel_is_compiled_once_whatever_arrays_the_trace_gives(mixtr
     # numba compiles a kernel for each kind of array it is given, so the reader makes them all read-only.
     from simulator import kernel as kn
 
-    # nine rows: two row groups of the writer's seven, the second read after the first's last step held back
-    small = make_trace([(t, 0, [t % 3], [0.5, 1.0, 2.0, float(t)]) for t in range(9)], logits=True)
+    # nine prefill rows, one step: two row groups of the writer's seven, the first held back to join the second
+    small = make_trace([(t, 0, [t % 3], [0.5, 1.0, 2.0, float(t)]) for t in range(9)], logits=True, phase="prefill")
     options = dict(vram_experts=2, ram_experts=3, per_layer=True)
     for path, extra in [(small, {}), (small, dict(routing_bonus=0.5)), (mixtral_trace, {})]:
         run(path, "fifo", "fast", **options, **extra)

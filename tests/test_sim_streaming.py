@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from simulator import future as fu
-from simulator.steps import read_ahead
+from simulator.steps import iter_steps, read_ahead
+from traces import reader
 from traces.reader import open_trace
 
 
@@ -35,6 +36,15 @@ def test_next_uses_in_chunks_equal_brute_force(make_trace, monkeypatch, chunk):
         assert future.first_use.tolist() == first
     finally:
         future.close()
+
+
+def test_only_a_step_that_may_go_on_is_held_back_for_the_next_batch(make_trace, monkeypatch):
+    monkeypatch.setattr(reader, "BATCH_ROWS", 2)
+    decode = open_trace(make_trace([(t, 0, [t % 4]) for t in range(5)]))
+    prefill = open_trace(make_trace([(t, 0, [t % 4]) for t in range(5)], phase="prefill"))
+    assert [len(steps.rows) for steps in iter_steps(decode)] == [2, 2, 1]  # a decode row is a whole step
+    assert [len(steps) for steps in iter_steps(prefill)] == [1]  # one step of five tokens, read in three batches
+    assert next(iter_steps(prefill)).tokens.tolist() == [5]
 
 
 def test_read_ahead_keeps_order_and_raises_where_the_producer_failed():

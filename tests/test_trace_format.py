@@ -78,6 +78,17 @@ def test_a_row_group_larger_than_a_batch_arrives_in_batches(tmp_path, monkeypatc
     assert np.concatenate([p.token for p in parts]).tolist() == whole
 
 
+def test_batches_with_router_logits_hold_a_bounded_number_of_bytes(tmp_path, monkeypatch):
+    path = tmp_path / "t.parquet"
+    write_small(path, rows_per_group=3, logits=True)
+    monkeypatch.setattr(reader, "BATCH_LOGITS_BYTES", 16)  # two rows of 4 float16 logits
+    trace = open_trace(path)
+    parts = list(trace.iter_arrays(logits=True))
+    assert [len(p) for p in parts] == [2, 1, 2, 1]
+    assert np.concatenate([p.logits for p in parts]).tolist() == [[0.0, 1.0, 2.0, 3.0]] * 6
+    assert [len(p) for p in trace.iter_arrays()] == [3, 3]
+
+
 def test_incomplete_flag_and_lazy_frame(tmp_path):
     path = tmp_path / "t.parquet"
     write_small(path, complete=False)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import polars as pl
 
 BATCH_ROWS = 65_536  # rows decoded at a time: the replay starts on a row group's first rows, not its last
+BATCH_LOGITS_BYTES = 4 << 20  # at most this much of router logits per batch (see `Trace.batch_rows`)
 
 
 @dataclass
@@ -75,7 +76,7 @@ class Trace:
 
     def iter_arrays(self, logits: bool = False, lookahead: bool = False, weights: bool = True
                     ) -> Iterator[TraceArrays]:
-        """Yield one TraceArrays per batch of at most BATCH_ROWS rows of a Parquet row group (constant memory
+        """Yield one TraceArrays per batch of at most `batch_rows` rows of a Parquet row group (constant memory
         for any trace size); the simulator skips the weights it does not need. Decoding a large row group's
         router logits takes about 0.4 s, so the replay need not wait for a whole one before its first step."""
         columns = ["request", "token", "phase", "layer", "experts"] + (["weights"] if weights else []) \
@@ -87,14 +88,23 @@ class Trace:
             self._require("lookahead", self.has_lookahead, "record with --lookahead")
             columns.append("lookahead")
         parquet = pq.ParquetFile(self.path)
+        rows = self.batch_rows(logits)
         for index in range(self.num_row_groups):
-            for batch in self._batches(parquet, index, columns):
+            for batch in self._batches(parquet, index, columns, rows):
                 yield self._convert(pa.Table.from_batches([batch]), index)
 
-    def _batches(self, parquet: pq.ParquetFile, index: int, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    def batch_rows(self, logits: bool) -> int:
+        """Rows per batch: BATCH_ROWS, fewer with router logits, so that a batch's logits stay within
+        BATCH_LOGITS_BYTES. Decoded in batches of 65,536 rows, the logits of a 128-expert trace (16 MiB a batch)
+        went to fresh pages each time: 0.4-1.0 s of page faults per 10M accesses, and the whole replay took
+        2.7 s where batches of 16,384 rows take 1.8-2.0 s."""
+        return min(BATCH_ROWS, max(1, BATCH_LOGITS_BYTES // (2 * self.meta.num_experts))) if logits else BATCH_ROWS
+
+    def _batches(self, parquet: pq.ParquetFile, index: int, columns: list[str], rows: int
+                 ) -> Iterator[pa.RecordBatch]:
         """Row group `index` in batches; a read error ends in one line naming the file and the row group."""
         try:
-            yield from parquet.iter_batches(BATCH_ROWS, row_groups=[index], columns=columns, use_threads=False)
+            yield from parquet.iter_batches(rows, row_groups=[index], columns=columns, use_threads=False)
         except (pa.ArrowException, OSError) as exc:
             raise MoecacheError(f"{self.path} (row group {index}): cannot be read "
                                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
