@@ -6,6 +6,15 @@ decay ** (steps since the expert was last chosen), and the eviction order is tha
 when each expert was last *chosen* (never chosen first; ties: lower id). It differs from LRU in
 what refreshes an expert: routing choices only, not admissions, so a prefetched expert that is
 never chosen stays cold. The affinity prefetcher uses the same scores.
+
+The fast rules keep each partition's candidates in one list ordered by (step last chosen, id), oldest
+first (`simulator.policies.queues`), so the victim is the oldest unpinned one, as the reference's
+smallest key. A demand use ranks its object after every other (it was chosen in this step; only the
+step's objects used before it, with greater ids, are passed); a prefetched object keeps the step it
+was last chosen and is placed by a walk from the end of the list nearer to that step. Against the
+indexed heap this replaced, kernel alone on a 10M-access Qwen3-shaped trace (best of two, alternated):
+demand 0.54 -> 0.37 s, two tiers global 1.00 -> 0.58 s, per layer 0.88-0.90 -> 0.79-0.81 s, with the
+lookahead prefetcher 1.75-1.77 -> 1.33 s, with transitions 1.57 -> 1.30 s.
 """
 
 from __future__ import annotations
@@ -15,11 +24,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.policies import keyed
+from simulator.jit import njit
+from simulator.policies import queues
 from simulator.policies.base import KeyedPolicy, TierView, check_range
-from simulator.policies.fast import Rules, register
+from simulator.policies.fast import Rules, partition, register, state_class
+from simulator.policies.lru import ONE_LIST, leave, oldest, one_list_state
 
-AffinityState = keyed.keyed_state_class("AffinityState", __name__)  # aux[0]: the step at which each object was last chosen
+AffinityState = state_class("AffinityState", __name__, ONE_LIST + [
+    ("key", np.ndarray),  # (2, n) int64: the step each candidate was last chosen at when it was ranked
+    ("chosen", np.ndarray),  # (n,) int64: the step each object was last chosen at, -1 never
+])
 
 
 @dataclass(frozen=True)
@@ -56,17 +70,40 @@ class Affinity(KeyedPolicy):
 
     @staticmethod
     def fast_state(params: AffinityParams, vram: TierView, ram: TierView | None) -> AffinityState:
-        return keyed.make_keyed(AffinityState, vram, aux=-1)
+        n = vram.num_layers * vram.num_experts
+        return one_list_state(AffinityState, vram, key=np.zeros((2, n), np.int64), chosen=np.full(n, -1, np.int64))
 
 
 def chosen(ps, cs, step, layer, objs):
     for obj in objs:
-        ps.aux[0, obj] = step
+        ps.chosen[obj] = step
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def ranks_after(ps, t, node, key, obj):
+    """Whether candidate `node` ranks after (key, obj): chosen later, or at the same step with a greater id."""
+    return ps.key[t, node] > key or (ps.key[t, node] == key and node > obj)
 
 
 def rank(ps, cs, t, obj, tick):
-    keyed.set_key(ps, t, obj, ps.aux[0, obj])
+    if ps.queue[t, obj] >= 0:
+        queues.drop(ps, cs, t, obj)
+    key = ps.chosen[obj]
+    ps.key[t, obj] = key
+    sentinel = queues.head(ps, partition(cs, obj), 0)
+    front, back = ps.nxt[t, sentinel], ps.prev[t, sentinel]  # the newest and the oldest
+    if front == sentinel or ps.key[t, front] - key <= key - ps.key[t, back]:
+        node = front  # from the newest, past those that rank after obj
+        while node != sentinel and ranks_after(ps, t, node, key, obj):
+            node = ps.nxt[t, node]
+        newer = ps.prev[t, node]
+    else:
+        node = back  # from the oldest, past those that rank before obj
+        while node != sentinel and not ranks_after(ps, t, node, key, obj):
+            node = ps.prev[t, node]
+        newer = node
+    queues.insert_after(ps, cs, t, obj, 0, newer)
 
 
-register(AffinityState, Rules(on_step=chosen, on_hit=rank, on_insert=rank, on_remove=keyed.on_remove, victim=keyed.victim,
+register(AffinityState, Rules(on_step=chosen, on_hit=rank, on_insert=rank, on_remove=leave, victim=oldest,
                              inline=True))

@@ -10,14 +10,14 @@ state field by field. A policy may ask for its per-layer groups to be scanned in
 `scan`): no heap, every key in place, and the victim the least unpinned key of the layer's E, found by
 two passes that the compiler vectorises. That is faster where a use moves a key either way (Belady,
 kernel alone, per-layer modes with 128 experts a layer: 1.07x with lookahead to 1.4x with two tiers),
-slower where a use sends the key to the bottom and the root is the victim (affinity: up to 1.2x).
+slower where a use sends the key to the bottom and the root is the victim (affinity, up to 1.2x, which
+has since left the heaps for an ordered list: `simulator.policies.affinity`).
 
 State fields (every keyed policy's NamedTuple has them, in this order):
   key (2, n) int64: each candidate's key, NO_KEY if none (kept where scanned: the candidates are its keys),
   pos (2, n) int64: heap index of each candidate, -1 if not a candidate (unused where scanned),
   hk (2, H, C) int64 / ho (2, H, C) int32: heap keys and objects, hn (2, H) int64: heap sizes,
   stack (2, n) int64: the walk's stack,
-  aux (2, n) int64: per-object extra (affinity: the step each object was last chosen),
   par (8,) int64: [H, E, scanned, policy scalars from SCALARS on].
 Legend: n objects, H heaps per tier, C entries per heap (its group's objects), E experts per layer.
 """
@@ -34,14 +34,14 @@ from simulator.policies.fast import CPU_COMPUTE, PIN, STAMP, UNPINNED, pinned, s
 HEAPS, EXPERTS, SCANNED, SCALARS = range(4)
 NO_KEY = np.iinfo(np.int64).max
 FIELDS = [("key", np.ndarray), ("pos", np.ndarray), ("hk", np.ndarray), ("ho", np.ndarray), ("hn", np.ndarray),
-          ("stack", np.ndarray), ("aux", np.ndarray), ("par", np.ndarray)]
+          ("stack", np.ndarray), ("par", np.ndarray)]
 
 
 def keyed_state_class(name: str, module: str) -> type:
     return state_class(name, module, FIELDS)
 
 
-def make_keyed(cls: type, vram: TierView, aux: int = 0, par: tuple[int, ...] = (), scan: bool = False) -> tuple:
+def make_keyed(cls: type, vram: TierView, par: tuple[int, ...] = (), scan: bool = False) -> tuple:
     """An empty keyed state: one heap per partition, or with per-layer partitions and `scan`, none."""
     layers, e = vram.num_layers, vram.num_experts
     n = layers * e
@@ -52,8 +52,7 @@ def make_keyed(cls: type, vram: TierView, aux: int = 0, par: tuple[int, ...] = (
     scalars[SCALARS:SCALARS + len(par)] = par
     return cls(key=np.full((2, n), NO_KEY, np.int64), pos=np.full((2, n), -1, np.int64),
                hk=np.zeros((2, heaps, width), np.int64), ho=np.zeros((2, heaps, width), np.int32),
-               hn=np.zeros((2, heaps), np.int64), stack=np.zeros((2, n), np.int64), aux=np.full((2, n), aux, np.int64),
-               par=scalars)
+               hn=np.zeros((2, heaps), np.int64), stack=np.zeros((2, n), np.int64), par=scalars)
 
 
 @njit(cache=True, _nrt=False, inline="always")

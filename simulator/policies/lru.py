@@ -15,7 +15,7 @@ from simulator.policies import queues
 from simulator.policies.base import KeyedPolicy, TierView
 from simulator.policies.fast import Rules, partition, register, state_class
 
-ONE_LIST = [  # the state of one list per partition and tier (LRU, FIFO)
+ONE_LIST = [  # the state of one list per partition and tier (LRU, FIFO, affinity)
     ("prev", np.ndarray),  # (2, n + P) int64: see simulator.policies.queues
     ("nxt", np.ndarray),
     ("queue", np.ndarray),  # (2, n) int64: 0 in the list, -1 not
@@ -38,11 +38,11 @@ class LRU(KeyedPolicy):
         return one_list_state(LRUState, vram)
 
 
-def one_list_state(cls: type, vram: TierView) -> tuple:
-    """An empty state of one list per partition and tier (LRU, FIFO)."""
+def one_list_state(cls: type, vram: TierView, **more: np.ndarray) -> tuple:
+    """An empty state of one list per partition and tier (LRU, FIFO, affinity) and the policy's `more` fields."""
     n, parts = vram.num_layers * vram.num_experts, len(vram.capacity)
     return cls(*queues.links(n, parts, 1), queue=np.full((2, n), -1, np.int64),
-               used=np.zeros((2, parts, 1), np.int64))
+               used=np.zeros((2, parts, 1), np.int64), **more)
 
 
 def use(ps, cs, t, obj, tick):

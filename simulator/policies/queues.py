@@ -28,10 +28,16 @@ def head(ps, part, q):
 @njit(cache=True, _nrt=False)
 def add(ps, cs, t, obj, q):
     """`obj` becomes the newest of queue q of its partition."""
-    part = partition(cs, obj)
-    dlist.push_front(ps.prev[t], ps.nxt[t], head(ps, part, q), obj)
+    insert_after(ps, cs, t, obj, q, head(ps, partition(cs, obj), q))
+
+
+@njit(cache=True, _nrt=False)
+def insert_after(ps, cs, t, obj, q, newer):
+    """`obj` joins queue q of its partition just older than `newer`, a node of that queue or its sentinel (then
+    `obj` is the newest)."""
+    dlist.push_front(ps.prev[t], ps.nxt[t], newer, obj)
     ps.queue[t, obj] = q
-    ps.used[t, part, q] += cs.obj[SIZE, obj]
+    ps.used[t, partition(cs, obj), q] += cs.obj[SIZE, obj]
 
 
 @njit(cache=True, _nrt=False)
