@@ -38,17 +38,19 @@ from traces.synth import SynthParams, synthesize
 HW = load_hardware("h100-pcie5")
 TWO_TIERS = dict(per_layer=True, vram_experts=32, ram_experts=64)
 TWO_TIER_FLAGS = ["--per-layer", "--vram-experts", "32", "--ram-experts", "64"]
+GLOBAL_TIERS = dict(vram_experts=1536, ram_experts=3072)
+GLOBAL_TIER_FLAGS = ["--global", "--vram-experts", "1536", "--ram-experts", "3072"]
 MODES = {  # name: (SimConfig options, the same as simulate flags)
     "demand": (dict(vram_experts=3072, ram_bytes=0), ["--global", "--vram-experts", "3072", "--ram", "0"]),
     "two-tier per-layer": (TWO_TIERS, TWO_TIER_FLAGS),
-    "two-tier global": (dict(vram_experts=1536, ram_experts=3072), ["--global", "--vram-experts", "1536",
-                                                                     "--ram-experts", "3072"]),
+    "two-tier global": (GLOBAL_TIERS, GLOBAL_TIER_FLAGS),
     "exclusive": (dict(TWO_TIERS, inclusive=False), [*TWO_TIER_FLAGS, "--exclusive"]),
     "cpu-compute": (dict(TWO_TIERS, cpu_compute=True), [*TWO_TIER_FLAGS, "--cpu-compute"]),
     "prefetch lookahead": (dict(TWO_TIERS, prefetch="lookahead"), [*TWO_TIER_FLAGS, "--prefetch", "lookahead"]),
     "prefetch transitions": (dict(TWO_TIERS, prefetch="transitions"), [*TWO_TIER_FLAGS, "--prefetch", "transitions"]),
     "prefetch affinity": (dict(TWO_TIERS, prefetch="affinity"), [*TWO_TIER_FLAGS, "--prefetch", "affinity"]),
     "routing bonus": (dict(TWO_TIERS, routing_bonus=0.5), [*TWO_TIER_FLAGS, "--routing-bonus", "0.5"]),
+    "global lookahead": (dict(GLOBAL_TIERS, prefetch="lookahead"), [*GLOBAL_TIER_FLAGS, "--prefetch", "lookahead"]),
 }
 WHOLE_MODES = "demand,two-tier per-layer"  # whole processes by default; --whole-modes all for every mode
 LIBCACHESIM = {"lru": "LRU", "fifo": "FIFO", "lfu": "LFU", "belady": "Belady", "s3fifo": "S3FIFO", "arc": "ARC"}
