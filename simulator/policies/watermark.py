@@ -314,8 +314,8 @@ def observe(ps, cs, step, layer, objs):
     ps.par[CURRENT] = layer
     ps.par[STEP] = step
     for hinted in range(ps.hint_step.shape[0]):
-        if ps.hint_step[hinted] == lapsed:  # their fused weights lapse now
-            reweigh(ps, hinted)
+        if ps.hint_step[hinted] == lapsed and hinted != layer:  # their fused weights lapse now (this layer's are
+            reweigh(ps, hinted)  # weighed again below, after its EWMA: the prefetchers hint the next layer)
     for obj in objs:
         ps.mark[obj] = step
     e = ps.par[EXPERTS]
