@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -225,6 +228,21 @@ def test_list_columns_become_matrices_from_slices_and_nulls_fill_only_where_allo
     assert filled.tolist() == [[3, 4], [-1, -1], [5, 6]]
     with pytest.raises(MoecacheError, match="column 'experts' has null rows"):
         _matrix(pa.chunked_array([lists.slice(1, 3)]), 2, np.int16, "experts", "w")
+    spanning = pa.ListArray.from_arrays(pa.array([0, 2, 4, 6], pa.int32()), pa.array(range(6), pa.int16()),
+                                        mask=pa.array([False, True, False]))  # the null row spans values 2-3
+    assert _matrix(pa.chunked_array([spanning]), 2, np.int16, "lookahead", "w", fill_nulls=-1).tolist() == \
+        [[0, 1], [-1, -1], [4, 5]]
+
+
+def test_reading_lists_with_null_rows_does_not_import_pyarrow_compute(tmp_path):
+    path = tmp_path / "t.parquet"
+    write_small(path, lookahead=True)  # the last layer's rows have no lookahead: null lists
+    code = ("import sys; from traces.reader import open_trace; "
+            f"arrays = open_trace({str(path)!r}).arrays(lookahead=True); "
+            "print((arrays.lookahead < 0).all(axis=1).tolist(), 'pyarrow.compute' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parent.parent).stdout
+    assert out.split("]")[1].strip() == "False" and out.startswith("[False, True, False, True, False, True]")
 
 
 def test_every_array_a_trace_hands_out_is_read_only(tmp_path):

@@ -236,14 +236,23 @@ def _phase_codes(column: pa.ChunkedArray, where: str) -> np.ndarray:
     return np.concatenate(codes) if codes else np.zeros(0, np.int8)
 
 
+def _nulls(chunk: pa.Array) -> np.ndarray:
+    """(N,) bool: which rows of `chunk` are null, from its validity bitmap (bit i of the buffer is row
+    offset + i, least significant bit first)."""
+    if not chunk.null_count:
+        return np.zeros(len(chunk), bool)
+    bitmap = np.frombuffer(chunk.buffers()[0], np.uint8)
+    return np.unpackbits(bitmap, bitorder="little")[chunk.offset:chunk.offset + len(chunk)] == 0
+
+
 def _matrix(column: pa.ChunkedArray, width: int, dtype: type, name: str, where: str,
             fill_nulls: int | None = None) -> np.ndarray:
     """A list column as an (N, width) matrix; every non-null list must have exactly `width` items."""
     rows = []
-    for chunk in column.chunks:
-        offsets = chunk.offsets.to_numpy()  # not value_lengths() nor flatten(): pyarrow.compute takes 25 ms to import
+    for chunk in column.chunks:  # offsets, values and the validity bitmap, not value_lengths(), flatten(), is_null()
+        offsets = chunk.offsets.to_numpy()  # nor drop_null(): they import pyarrow.compute (25 ms of a command)
         lengths = np.diff(offsets)
-        nulls = chunk.is_null().to_numpy(zero_copy_only=False) if chunk.null_count else np.zeros(len(chunk), bool)
+        nulls = _nulls(chunk)
         if fill_nulls is None and nulls.any():
             raise MoecacheError(f"{where}: column '{name}' has null rows")
         bad = (lengths != width) & ~nulls
@@ -251,14 +260,14 @@ def _matrix(column: pa.ChunkedArray, width: int, dtype: type, name: str, where: 
             raise MoecacheError(
                 f"{where}: column '{name}' has lists of length {int(lengths[bad][0])}, expected {width}"
             )
-        if nulls.any():
+        flat = chunk.values.slice(offsets[0], offsets[-1] - offsets[0]).to_numpy(zero_copy_only=False)
+        flat = flat.astype(dtype, copy=False)
+        if nulls.any():  # a null list may still span values: take each kept list from its offset
             filled = np.full((len(chunk), width), fill_nulls, dtype=dtype)
-            flat = chunk.drop_null().flatten().to_numpy(zero_copy_only=False)
-            filled[~nulls] = flat.reshape(-1, width)
+            filled[~nulls] = flat[(offsets[:-1][~nulls] - offsets[0])[:, None] + np.arange(width)]
             rows.append(filled)
         else:
-            flat = chunk.values.slice(offsets[0], offsets[-1] - offsets[0]).to_numpy(zero_copy_only=False)
-            rows.append(flat.astype(dtype, copy=False).reshape(-1, width))
+            rows.append(flat.reshape(-1, width))
     if not rows:
         return np.zeros((0, width), dtype=dtype)
     return rows[0] if len(rows) == 1 else np.concatenate(rows)
