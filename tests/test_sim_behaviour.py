@@ -313,6 +313,9 @@ LOOKAHEAD_PER_LAYER = dict(vram_experts=3, ram_experts=5, per_layer=True, prefet
     ("watermark", {"gamma": 0.3, "max_iters": 2, "lookahead_weight": 0.9, "eta": 0.2}, LOOKAHEAD_PER_LAYER),
     # a slow EWMA and no discount leave the experts just chosen (pinned one at a time) among the lightest
     ("watermark", {"alpha": 0.02, "gamma": 0.0}, dict(vram_experts=20, ram_experts=40, sequential=True)),
+    # discounts that underflow to 0: every other layer's lightest has credit 0, and a layer with no candidate
+    # must not tie with them (its NONE weight times 0 is 0)
+    ("watermark", {"gamma": 1000.0}, dict(vram_experts=100, ram_experts=180)),
     ("affinity", {"decay": 0.5}, LOOKAHEAD_PER_LAYER)])
 def test_kernel_equals_reference_with_non_default_parameters(mixtral_trace, policy, params, options):
     options = dict(options, params=make_params(policy, params))

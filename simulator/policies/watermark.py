@@ -46,7 +46,7 @@ MAX_ITERS, CURRENT, STEP, EXPERTS, LAYERS, GLOBAL = range(6)  # fast state integ
 WatermarkState = state_class("WatermarkState", __name__, [
     ("p", np.ndarray),  # (n,) float64 EWMA of being chosen
     ("dens", np.ndarray),  # (2, n) float64 C/S over its mean, per tier
-    ("disc", np.ndarray),  # (L,) float64 exp(-gamma * D)
+    ("disc", np.ndarray),  # (2L,) float64 exp(-gamma * D) for D = 0 .. L-1, twice: D of layer l is at l - current + L
     ("lam", np.ndarray),  # (2, P) float64 watermarks
     ("fp", np.ndarray),  # (3,) float64 parameters above
     ("hinted", np.ndarray),  # (n,) int64 step at which the prefetcher last predicted each object
@@ -176,7 +176,7 @@ class WatermarkCredit(Policy):
     def fast_state(params: WatermarkParams, vram: TierView, ram: TierView | None) -> WatermarkState:
         n = vram.num_layers * vram.num_experts
         return WatermarkState(p=np.zeros(n), dens=np.stack([credit_density(vram), credit_density(ram or vram)]),
-                              disc=distance_discount(params.gamma, vram.num_layers),
+                              disc=np.tile(distance_discount(params.gamma, vram.num_layers), 2),
                               lam=np.zeros((2, len(vram.capacity))),
                               fp=np.array([params.alpha, params.eta, params.lookahead_weight]),
                               hinted=np.full(n, -1, np.int64), mark=np.full(n, -1, np.int64),
@@ -201,8 +201,7 @@ def fused(ps, obj):
 
 @njit(cache=True, _nrt=False, inline="always")
 def discount(ps, layer):
-    distance = layer - ps.par[CURRENT]  # mod L without a division
-    return ps.disc[distance + ps.par[LAYERS] if distance < 0 else distance]
+    return ps.disc[layer - ps.par[CURRENT] + ps.par[LAYERS]]  # mod L without a division or a branch
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -324,10 +323,13 @@ def observe(ps, cs, step, layer, objs):
     for i in range(e):
         p[i] = (1.0 - alpha) * p[i] + (alpha if mark[i] == step else 0.0)
     reweigh(ps, layer)  # no hint is fused yet: they come after the accesses
-    if ps.par[GLOBAL]:  # every discount moved
+    if ps.par[GLOBAL]:  # every discount moved: `light_credit` of each layer over contiguous discounts, branch-free
+        layers = ps.par[LAYERS]
+        disc = ps.disc[layers - layer:2 * layers - layer]
         for t in range(2):
-            for other in range(ps.par[LAYERS]):
-                ps.lc[t, other] = light_credit(ps, t, other)
+            light, lw, lc = ps.light[t], ps.lw[t], ps.lc[t]
+            for other in range(layers):
+                lc[other] = lw[other] * disc[other] if light[other] >= 0 else NONE
     if new_token or step == 0:
         for t in range(tiers(cs)):
             for part in range(ps.lam.shape[1]):
@@ -386,9 +388,9 @@ def least_credit(light, lc, below):
         least = min(least, bits[i])
     if least == NONE_BITS:
         return -1
-    found = bits.shape[0]
-    for i in range(bits.shape[0]):
-        found = min(found, i if bits[i] == least else bits.shape[0])
+    found = 0
+    while bits[found] != least:
+        found += 1
     return light[found] if lc[found] < below else -1
 
 
