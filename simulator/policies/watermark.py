@@ -381,7 +381,8 @@ def found_again(ps, cs, t, layer):
 @njit(cache=True, _nrt=False, inline="always")
 def least_credit(light, lc, below):
     """The lightest candidate of least credit (the lowest layer on ties) if under `below`, else -1: the minimum
-    and its holder come from integer passes over the credits' bits, as in `scan`."""
+    comes from an integer pass over the credits' bits, as in `scan`, its first holder from a walk that stops
+    there (a second pass over all L, as `scan` has, compiled to compare-and-branch code here: 0.2 s of 1.9)."""
     bits = lc.view(np.int64)
     least = NONE_BITS
     for i in range(bits.shape[0]):
